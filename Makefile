@@ -1,0 +1,38 @@
+# Everything builds its own virtual environment from nothing: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+RUN    := .run
+PORT   ?= 8000
+
+.PHONY: venv test lint demo stop bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[export,serve,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m scripts.demo --port $(PORT)
+
+stop: $(STAMP)
+	$(BIN)/python -m scripts.demo --stop
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
+
+clean:
+	rm -rf $(VENV) $(RUN) artifacts bench/results .pytest_cache .ruff_cache

@@ -1,0 +1,35 @@
+"""Every setting of the service, read from CTR_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CTR_", extra="ignore")
+
+    redis_url: str = Field("redis://localhost:6379/0", description="redis:// or rediss:// URL")
+    redis_cluster: bool = Field(False, description="treat redis_url as a Redis Cluster node")
+    redis_password: SecretStr | None = Field(None, description="Redis AUTH password")
+    redis_password_file: Path | None = Field(None, description="file holding the password")
+    redis_timeout_s: float = Field(0.5, gt=0, description="per-command Redis timeout")
+    namespace: str = Field("din", min_length=1, description="key prefix of the bundles")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="onnxruntime device")
+    ort_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
+    max_candidates: int = Field(2000, ge=1, description="candidates per request")
+    max_history: int = Field(200, ge=1, description="behaviours per explicit history")
+    max_id_length: int = Field(64, ge=1, description="characters per raw id")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="request body limit")
+    cache_rows: int = Field(100_000, ge=0, description="hot-row cache size, 0 disables it")
+    poll_interval_s: float = Field(2.0, gt=0, description="active-pointer poll fallback")
+    request_timeout_s: float = Field(2.0, gt=0, description="whole-request deadline")
+    log_level: str = Field("INFO", description="root log level")
+
+    def password(self) -> str | None:
+        if self.redis_password_file is not None:
+            return self.redis_password_file.read_text().strip()
+        return self.redis_password.get_secret_value() if self.redis_password else None

@@ -1,0 +1,37 @@
+"""Prometheus metrics of one service instance (its own registry, so tests can build many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "ctr_stage_seconds", "Latency per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.requests = Counter(
+            "ctr_requests", "Score requests by outcome", ["outcome"], registry=r
+        )
+        self.candidates = Counter("ctr_candidates_scored", "Candidates scored", registry=r)
+        self.cache_hits = Counter("ctr_cache_hits", "Row cache hits", registry=r)
+        self.cache_misses = Counter("ctr_cache_misses", "Row cache misses", registry=r)
+        self.oov = Counter("ctr_oov_ids", "Ids served with a default row", ["table"], registry=r)
+        self.redis_errors = Counter("ctr_redis_errors", "Redis errors", ["op"], registry=r)
+        self.refusals = Counter("ctr_bundle_refusals", "Bundles refused at load", registry=r)
+        self.swaps = Counter("ctr_bundle_swaps", "Bundles activated in this process", registry=r)
+        self.row_invalidations = Counter(
+            "ctr_rows_invalidated", "Cached rows dropped by updates", registry=r
+        )
+        self.cache_rows = Gauge("ctr_cache_rows", "Rows held in the cache", registry=r)
+        self.model = Info("ctr_model", "The active bundle", registry=r)
+        self.batch_size = Histogram(
+            "ctr_batch_requests",
+            "Requests per coalesced batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""Code shared by the exporter and the service: the Redis key scheme, the manifest, connections."""

@@ -1,0 +1,67 @@
+"""The bundle manifest: everything the service needs to serve a version, written last."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+ROW_DTYPES = ("float32", "float16")
+FORMAT = 1
+
+
+@dataclass
+class TableSpec:
+    rows: int
+    dim: int
+    default_row: list[float]
+
+
+@dataclass
+class Manifest:
+    version: str
+    created_at: float
+    row_dtype: str
+    tables: dict[str, TableSpec]
+    item_dim: int  # the item part of an item row; the rest is its category's vector
+    max_history: int
+    onnx_sha256: str
+    onnx_inputs: list[str]
+    onnx_output: str
+    model: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    format: int = FORMAT
+
+    @property
+    def goods_dim(self) -> int:
+        return self.tables["item"].dim
+
+    def default_row(self, table: str) -> np.ndarray:
+        return np.asarray(self.tables[table].default_row, dtype=np.float32)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        raw = json.loads(text)
+        if raw.get("format") != FORMAT:
+            raise ValueError(f"unsupported manifest format {raw.get('format')!r}")
+        raw["tables"] = {name: TableSpec(**spec) for name, spec in raw["tables"].items()}
+        return cls(**raw)
+
+
+def validate_manifest(manifest: Manifest) -> None:
+    """Raise ValueError when the manifest is internally inconsistent."""
+    if manifest.row_dtype not in ROW_DTYPES:
+        raise ValueError(f"row_dtype {manifest.row_dtype!r} is not one of {ROW_DTYPES}")
+    if set(manifest.tables) != {"item", "cat"}:
+        raise ValueError(f"tables must be item and cat, got {sorted(manifest.tables)}")
+    item, cat = manifest.tables["item"], manifest.tables["cat"]
+    if item.dim != manifest.item_dim + cat.dim:
+        raise ValueError(f"item rows are {item.dim} wide, expected item_dim + cat dim")
+    for name, spec in manifest.tables.items():
+        if len(spec.default_row) != spec.dim:
+            raise ValueError(f"default row of {name} has {len(spec.default_row)} values")

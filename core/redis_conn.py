@@ -1,0 +1,33 @@
+"""Build a Redis client (single node or cluster) from a URL; both sides use this."""
+
+from __future__ import annotations
+
+import redis
+from redis.cluster import RedisCluster
+
+RedisClient = redis.Redis | RedisCluster
+
+
+def connect_redis(
+    url: str,
+    *,
+    cluster: bool = False,
+    password: str | None = None,
+    timeout_s: float = 1.0,
+    max_connections: int = 64,
+) -> RedisClient:
+    """A client whose every command fails within timeout_s instead of hanging."""
+    options = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "health_check_interval": 0,
+    }
+    if password:
+        options["password"] = password
+    if cluster:
+        return RedisCluster.from_url(url, max_connections=max_connections, **options)
+    return redis.Redis.from_url(url, max_connections=max_connections, **options)
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)

@@ -1,0 +1,1 @@
+"""Offline side: train DIN, export the dense graph to ONNX, publish a bundle to Redis."""

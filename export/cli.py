@@ -1,0 +1,206 @@
+"""ctr-export: train DIN, publish versioned bundles to Redis, activate, roll back, clean up.
+
+ctr-export run                       # train on MovieLens-100K, publish, activate
+ctr-export train --out artifacts/bundle --model din
+ctr-export publish artifacts/bundle --no-activate
+ctr-export activate v1               # also the rollback
+ctr-export versions
+ctr-export update-rows --table item --file rows.npz
+ctr-export gc --keep 3
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from core.redis_conn import RedisClient, connect_redis
+from export import gc, publish
+from export.bundle import Bundle, build_bundle, load_bundle, save_bundle
+from export.data import DEFAULT_DATA_DIR, DataUnavailable, load_movielens, save_splits
+from export.model import DINConfig
+from export.train import TrainConfig, train_model
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+log = logging.getLogger("ctr-export")
+
+RedisUrl = Annotated[str, typer.Option(envvar="CTR_REDIS_URL", help="redis:// or rediss://")]
+Cluster = Annotated[bool, typer.Option(envvar="CTR_REDIS_CLUSTER", help="Redis Cluster")]
+Namespace = Annotated[str, typer.Option(envvar="CTR_NAMESPACE", help="key prefix")]
+BundleDir = Annotated[Path, typer.Option(help="local bundle folder")]
+DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULT_BUNDLE = Path("artifacts/bundle")
+
+
+def redis_client(url: str, cluster: bool) -> RedisClient:
+    import os
+
+    password = os.environ.get("CTR_REDIS_PASSWORD")
+    if os.environ.get("CTR_REDIS_PASSWORD_FILE"):
+        password = Path(os.environ["CTR_REDIS_PASSWORD_FILE"]).read_text().strip()
+    return connect_redis(url, cluster=cluster, password=password, timeout_s=30.0)
+
+
+@app.callback()
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def train(
+    out: BundleDir = DEFAULT_BUNDLE,
+    model: Annotated[str, typer.Option(help="din or base (sum pooling)")] = "din",
+    epochs: int = 4,
+    seed: int = 0,
+    activation: Annotated[str, typer.Option(help="dice or prelu")] = "dice",
+    softmax: Annotated[bool, typer.Option(help="softmax over attention weights")] = False,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    save_splits_dir: Annotated[Path | None, typer.Option("--save-splits")] = None,
+    progress: bool = True,
+) -> None:
+    """Train on MovieLens-100K, export the dense graph to ONNX, check parity, save a bundle."""
+    bundle = train_bundle(
+        out, model, epochs, seed, activation, softmax, data_dir, save_splits_dir, progress
+    )
+    typer.echo(json.dumps(bundle.metrics, indent=2))
+
+
+def train_bundle(out, model, epochs, seed, activation, softmax, data_dir, splits, progress):
+    try:
+        dataset = load_movielens(data_dir, seed=0)
+    except DataUnavailable as error:
+        raise typer.Exit(_fail(str(error))) from error
+    if splits:
+        for path in save_splits(dataset, splits):
+            log.info("wrote %s", path)
+    pooling = {"din": "attention", "base": "sum"}[model]
+    config = DINConfig(
+        n_items=dataset.n_items,
+        n_cats=dataset.n_cats,
+        pooling=pooling,
+        activation=activation,
+        softmax=softmax,
+    )
+    result = train_model(dataset, config, TrainConfig(epochs=epochs, seed=seed, progress=progress))
+    metrics = {f"test_{k}": v for k, v in result.test.items()}
+    metrics |= {f"valid_{k}": v for k, v in result.valid.items()}
+    metrics |= {"best_epoch": result.best_epoch, "seed": seed}
+    bundle = build_bundle(result.model, dataset, metrics)
+    save_bundle(bundle, out)
+    log.info("bundle saved to %s", out)
+    return bundle
+
+
+@app.command("publish")
+def publish_cmd(
+    bundle_dir: Annotated[Path, typer.Argument()] = DEFAULT_BUNDLE,
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+    version: Annotated[str | None, typer.Option(help="default: the next vN")] = None,
+    row_dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
+    activate: Annotated[bool, typer.Option(help="flip the active pointer after")] = True,
+) -> None:
+    """Publish a saved bundle as a new version (and activate it unless --no-activate)."""
+    bundle = load_bundle(bundle_dir)
+    _publish(bundle, redis_url, cluster, namespace, version, row_dtype, activate)
+
+
+def _publish(bundle: Bundle, url, cluster, namespace, version, row_dtype, activate) -> None:
+    client = redis_client(url, cluster)
+    manifest = publish.publish_bundle(
+        client, namespace, bundle, version=version, row_dtype=row_dtype, activate=activate
+    )
+    state = "active" if activate else "published, not active"
+    typer.echo(f"{manifest.version} {state}")
+
+
+@app.command()
+def activate(
+    version: str,
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+) -> None:
+    """Make VERSION the one every replica serves; activating an older one is a rollback."""
+    try:
+        previous = publish.activate_version(redis_client(redis_url, cluster), namespace, version)
+    except publish.PublishError as error:
+        raise typer.Exit(_fail(str(error))) from error
+    typer.echo(f"{version} active (was {previous})")
+
+
+@app.command()
+def versions(
+    redis_url: RedisUrl = DEFAULT_URL, cluster: Cluster = False, namespace: Namespace = "din"
+) -> None:
+    """List complete versions, oldest first; the active one is marked with *."""
+    for entry in publish.list_versions(redis_client(redis_url, cluster), namespace):
+        typer.echo(f"{'*' if entry['active'] else ' '} {entry['version']}")
+
+
+@app.command("update-rows")
+def update_rows_cmd(
+    file: Annotated[Path, typer.Option(help=".npz with ids (N,) and rows (N, D)")],
+    table: Annotated[str, typer.Option(help="item or cat")] = "item",
+    version: Annotated[str | None, typer.Option(help="default: the active one")] = None,
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+) -> None:
+    """Overwrite some rows of a live version and tell every replica to drop them from cache."""
+    with np.load(file) as arrays:
+        ids, rows = [str(i) for i in arrays["ids"]], arrays["rows"].astype(np.float32)
+    try:
+        done = publish.update_rows(
+            redis_client(redis_url, cluster), namespace, table, ids, rows, version
+        )
+    except publish.PublishError as error:
+        raise typer.Exit(_fail(str(error))) from error
+    typer.echo(f"updated {len(ids)} {table} rows of {done}")
+
+
+@app.command("gc")
+def gc_cmd(
+    keep: Annotated[int, typer.Option(help="newest versions to keep")] = 3,
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+) -> None:
+    """Delete old versions (never the active one or the one before it)."""
+    report = gc.collect_garbage(redis_client(redis_url, cluster), namespace, keep)
+    typer.echo(f"deleted {len(report)} versions: {report}")
+
+
+@app.command()
+def run(
+    out: BundleDir = DEFAULT_BUNDLE,
+    model: str = "din",
+    epochs: int = 4,
+    seed: int = 0,
+    row_dtype: str = "float32",
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+    data_dir: Path = DEFAULT_DATA_DIR,
+    progress: bool = True,
+) -> None:
+    """Train, export, publish and activate, in one go."""
+    bundle = train_bundle(out, model, epochs, seed, "dice", False, data_dir, None, progress)
+    typer.echo(json.dumps(bundle.metrics, indent=2))
+    _publish(bundle, redis_url, cluster, namespace, None, row_dtype, True)
+
+
+def _fail(message: str) -> int:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    return 1
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,73 @@
+"""Delete old versions without blocking Redis: SCAN in pages, UNLINK in batches.
+
+The active version and the one active before it are never deleted, whatever --keep says.
+Versions left half-written by a dead writer (no manifest, lease expired) are deleted too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core import keys
+from core.redis_conn import RedisClient, is_cluster
+
+log = logging.getLogger(__name__)
+SCAN_COUNT = 1000
+
+
+def protected_versions(client: RedisClient, ns: str) -> set[str]:
+    pointers = [client.get(keys.active_key(ns)), client.get(keys.previous_key(ns))]
+    return {p.decode() for p in pointers if p}
+
+
+def versions_to_delete(client: RedisClient, ns: str, keep: int) -> list[str]:
+    listed = [v.decode() for v in client.zrange(keys.versions_key(ns), 0, -1)]  # oldest first
+    kept = set(listed[-keep:]) if keep > 0 else set()
+    protected = protected_versions(client, ns)
+    return [v for v in listed if v not in kept and v not in protected]
+
+
+def orphaned_versions(client: RedisClient, ns: str) -> list[str]:
+    """Versions with an ONNX key but no manifest and no live writer lease."""
+    found = []
+    suffix = ":onnx"
+    for key in client.scan_iter(match=f"{ns}:*{suffix}", count=SCAN_COUNT):
+        version = key.decode()[len(ns) + 1 : -len(suffix)]
+        manifest, lease = keys.manifest_key(ns, version), keys.lease_key(ns, version)
+        if not client.exists(manifest) and not client.exists(lease):
+            found.append(version)
+    return found
+
+
+def delete_version(client: RedisClient, ns: str, version: str) -> int:
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=keys.version_pattern(ns, version), count=SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= SCAN_COUNT:
+            deleted += _unlink(client, batch)
+            batch = []
+    deleted += _unlink(client, batch) if batch else 0
+    client.zrem(keys.versions_key(ns), version)
+    return deleted
+
+
+def _unlink(client: RedisClient, batch: list[bytes]) -> int:
+    if is_cluster(client):  # one key per command, grouped per node by the cluster pipeline
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.unlink(key)
+        return int(sum(pipe.execute()))
+    return int(client.unlink(*batch))
+
+
+def collect_garbage(client: RedisClient, ns: str, keep: int) -> dict[str, int]:
+    """Delete all but the newest `keep` versions (and orphans); returns keys deleted per version."""
+    doomed = versions_to_delete(client, ns, keep) + orphaned_versions(client, ns)
+    protected = protected_versions(client, ns)
+    report = {}
+    for version in dict.fromkeys(doomed):
+        if version not in protected:
+            report[version] = delete_version(client, ns, version)
+            log.info("deleted %s (%d keys)", version, report[version])
+    return report

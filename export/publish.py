@@ -1,0 +1,232 @@
+"""Write a bundle to Redis as a new immutable version, verify it, and flip the pointer.
+
+Order of writes: lease, ONNX, rows, verification, manifest, versions set; then, only if
+asked, the `active` pointer and an event. A writer killed anywhere before the manifest leaves
+no listed version, and the active one is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from core import keys
+from core.manifest import Manifest, TableSpec, validate_manifest
+from core.redis_conn import RedisClient, is_cluster
+from core.rows import encode_rows
+from export.bundle import Bundle
+
+log = logging.getLogger(__name__)
+LEASE_SECONDS = 120
+BATCH_ROWS = 1000
+BATCHES_PER_ROUND_TRIP = 20
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+def next_version(client: RedisClient, ns: str) -> str:
+    return f"v{client.incr(keys.sequence_key(ns))}"
+
+
+def publish_bundle(
+    client: RedisClient,
+    ns: str,
+    bundle: Bundle,
+    *,
+    version: str | None = None,
+    row_dtype: str = "float32",
+    activate: bool = True,
+    progress: bool = True,
+) -> Manifest:
+    version = version or next_version(client, ns)
+    if client.exists(keys.manifest_key(ns, version)):
+        raise PublishError(f"version {version} already exists; versions are immutable")
+    client.set(keys.lease_key(ns, version), "writing", ex=LEASE_SECONDS)
+    client.set(keys.onnx_key(ns, version), bundle.onnx)
+    for name, table in bundle.tables.items():
+        prefix = keys.row_prefix(ns, version, name)
+        write_rows(
+            client,
+            [prefix + i for i in table.ids],
+            encode_rows(table.rows, row_dtype),
+            progress=progress,
+            lease=(keys.lease_key(ns, version), LEASE_SECONDS),
+        )
+    manifest = make_manifest(bundle, version, row_dtype)
+    verify_version(client, ns, manifest, bundle)
+    write_histories(client, ns, bundle.histories)
+    client.set(keys.manifest_key(ns, version), manifest.to_json())
+    client.zadd(keys.versions_key(ns), {version: manifest.created_at})
+    client.delete(keys.lease_key(ns, version))
+    log.info(
+        "published %s (%s rows)",
+        version,
+        {name: spec.rows for name, spec in manifest.tables.items()},
+    )
+    if activate:
+        activate_version(client, ns, version)
+    return manifest
+
+
+def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
+    tables = {
+        name: TableSpec(rows=len(t.ids), dim=t.rows.shape[1], default_row=t.default.tolist())
+        for name, t in bundle.tables.items()
+    }
+    manifest = Manifest(
+        version=version,
+        created_at=time.time(),
+        row_dtype=row_dtype,
+        tables=tables,
+        item_dim=bundle.item_dim,
+        max_history=bundle.max_history,
+        onnx_sha256=hashlib.sha256(bundle.onnx).hexdigest(),
+        onnx_inputs=["candidates", "history", "history_mask"],
+        onnx_output="scores",
+        model=bundle.model_config,
+        metrics=bundle.metrics,
+    )
+    validate_manifest(manifest)
+    return manifest
+
+
+def write_rows(
+    client: RedisClient,
+    row_keys: list[str],
+    values: list[bytes],
+    *,
+    progress: bool = False,
+    lease: tuple[str, int] | None = None,
+) -> int:
+    """MSET in batches, several batches per round trip; SETs grouped per node on a cluster."""
+    bar = tqdm(total=len(row_keys), unit="row", disable=not progress, leave=False)
+    step = BATCH_ROWS * BATCHES_PER_ROUND_TRIP
+    for start in range(0, len(row_keys), step):
+        pipe = client.pipeline(transaction=False)
+        for batch_keys, batch_values in _batches(
+            row_keys[start : start + step], values[start : start + step]
+        ):
+            _queue_set_many(pipe, client, batch_keys, batch_values)
+        if lease:
+            pipe.expire(*lease)
+        pipe.execute()
+        bar.update(min(step, len(row_keys) - start))
+    bar.close()
+    return len(row_keys)
+
+
+def _batches(row_keys: list[str], values: list[bytes]) -> Iterator[tuple[list, list]]:
+    for start in range(0, len(row_keys), BATCH_ROWS):
+        yield row_keys[start : start + BATCH_ROWS], values[start : start + BATCH_ROWS]
+
+
+def _queue_set_many(pipe, client: RedisClient, row_keys: list[str], values: list[bytes]) -> None:
+    if is_cluster(client):  # MSET cannot span slots; the cluster pipeline groups by node
+        for key, value in zip(row_keys, values, strict=True):
+            pipe.set(key, value)
+    else:
+        pipe.mset(dict(zip(row_keys, values, strict=True)))
+
+
+def count_existing(client: RedisClient, row_keys: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    if is_cluster(client):
+        for key in row_keys:
+            pipe.exists(key)
+    else:
+        for start in range(0, len(row_keys), BATCH_ROWS):
+            pipe.exists(*row_keys[start : start + BATCH_ROWS])
+    return int(sum(pipe.execute()))
+
+
+def verify_version(client: RedisClient, ns: str, manifest: Manifest, bundle: Bundle) -> None:
+    """Refuse to write the manifest unless every row and the exact ONNX bytes are there."""
+    stored = client.get(keys.onnx_key(ns, manifest.version)) or b""
+    if hashlib.sha256(stored).hexdigest() != manifest.onnx_sha256:
+        raise PublishError(f"ONNX of {manifest.version} does not match its checksum")
+    for name, table in bundle.tables.items():
+        found = count_existing(client, keys.row_keys(ns, manifest.version, name, list(table.ids)))
+        if found != manifest.tables[name].rows:
+            raise PublishError(f"{name}: {found} of {manifest.tables[name].rows} rows present")
+
+
+def write_histories(client: RedisClient, ns: str, histories: dict[str, list[str]]) -> None:
+    """Replace each user's behaviour list (most recent last)."""
+    users = list(histories)
+    for start in range(0, len(users), BATCH_ROWS):
+        pipe = client.pipeline(transaction=False)
+        for user in users[start : start + BATCH_ROWS]:
+            key = keys.history_key(ns, user)
+            pipe.delete(key)
+            if histories[user]:
+                pipe.rpush(key, *histories[user])
+        pipe.execute()
+
+
+def read_manifest(client: RedisClient, ns: str, version: str) -> Manifest:
+    raw = client.get(keys.manifest_key(ns, version))
+    if raw is None:
+        raise PublishError(f"version {version} is not complete (no manifest) or does not exist")
+    return Manifest.from_json(raw)
+
+
+def activate_version(client: RedisClient, ns: str, version: str) -> str | None:
+    """Point the service at a complete version; also how a rollback is done."""
+    read_manifest(client, ns, version)
+    previous = _decode(client.get(keys.active_key(ns)))
+    if previous and previous != version:
+        client.set(keys.previous_key(ns), previous)
+    client.set(keys.active_key(ns), version)
+    client.publish(keys.events_channel(ns), keys.activated_event(version))
+    log.info("activated %s (was %s)", version, previous)
+    return previous
+
+
+def list_versions(client: RedisClient, ns: str) -> list[dict]:
+    active = _decode(client.get(keys.active_key(ns)))
+    listed = client.zrange(keys.versions_key(ns), 0, -1, withscores=True)
+    return [
+        {"version": _decode(v), "published_at": score, "active": _decode(v) == active}
+        for v, score in listed
+    ]
+
+
+def update_rows(
+    client: RedisClient,
+    ns: str,
+    table: str,
+    ids: list[str],
+    rows: np.ndarray,
+    version: str | None = None,
+) -> str:
+    """Overwrite rows of a version (the active one by default) and announce them."""
+    version = version or _decode(client.get(keys.active_key(ns)))
+    if not version:
+        raise PublishError("no active version to update")
+    manifest = read_manifest(client, ns, version)
+    if table not in manifest.tables:
+        raise PublishError(f"unknown table {table!r}; tables are {sorted(manifest.tables)}")
+    dim = manifest.tables[table].dim
+    if rows.ndim != 2 or rows.shape != (len(ids), dim):
+        raise PublishError(f"{table} rows must be shaped ({len(ids)}, {dim}), got {rows.shape}")
+    write_rows(
+        client, keys.row_keys(ns, version, table, ids), encode_rows(rows, manifest.row_dtype)
+    )
+    client.publish(keys.events_channel(ns), keys.rows_updated_event(version, table, ids))
+    return version
+
+
+def _decode(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def describe(manifest: Manifest) -> str:
+    return json.dumps({"version": manifest.version, "metrics": manifest.metrics}, indent=2)

@@ -1,0 +1,146 @@
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from core import keys
+from core.manifest import Manifest
+from core.rows import decode_rows
+from export import gc
+from export.publish import (
+    PublishError,
+    activate_version,
+    list_versions,
+    publish_bundle,
+    read_manifest,
+    update_rows,
+)
+from export.to_onnx import cpu_session, user_inputs
+from export.train import predict
+from tests.factories import synthetic_bundle
+
+
+def fetch_rows(client, ns, version, table, ids, manifest: Manifest) -> np.ndarray:
+    values = client.mget(keys.row_keys(ns, version, table, ids))
+    assert all(v is not None for v in values)
+    return decode_rows(values, manifest.row_dtype, manifest.tables[table].dim)
+
+
+def test_scores_from_redis_rows_and_onnx_equal_pytorch(
+    redis_client, ns, bundle, trained, movielens_slice
+):
+    manifest = publish_bundle(redis_client, ns, bundle, progress=False)
+    session = cpu_session(redis_client.get(keys.onnx_key(ns, manifest.version)))
+    test, vocab = movielens_slice.test, movielens_slice.item_vocab
+    chosen = np.random.default_rng(1).choice(len(test), 40, replace=False)
+    worst = 0.0
+    for row in chosen:
+        slate = test.take(np.full(len(chosen), row))
+        slate.item, slate.cat = test.item[chosen], test.cat[chosen]
+        want = predict(trained.model, slate)
+        cands = fetch_rows(
+            redis_client, ns, manifest.version, "item", list(vocab[slate.item]), manifest
+        )
+        behaviours = list(vocab[test.hist_item[row, : test.hist_len[row]]])
+        hist = fetch_rows(redis_client, ns, manifest.version, "item", behaviours, manifest)
+        hist, mask = user_inputs(hist.reshape(-1, manifest.goods_dim))
+        got = session.run(None, {"candidates": cands, "history": hist, "history_mask": mask})[0]
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= 1e-5
+
+
+def test_manifest_is_written_last_and_describes_the_bundle(redis_client, ns, bundle):
+    manifest = publish_bundle(redis_client, ns, bundle, activate=False, progress=False)
+    stored = read_manifest(redis_client, ns, manifest.version)
+    assert stored.tables["item"].rows == len(bundle.tables["item"].ids)
+    assert stored.goods_dim == 36 and stored.item_dim == 18
+    assert stored.metrics["onnx_parity_max_abs_diff"] <= 1e-5
+    assert redis_client.get(keys.active_key(ns)) is None
+    assert not redis_client.exists(keys.lease_key(ns, manifest.version))
+    assert redis_client.lrange(keys.history_key(ns, "1"), 0, -1)
+
+
+def test_versions_are_immutable_and_activate_is_also_rollback(redis_client, ns, bundle):
+    v1 = publish_bundle(redis_client, ns, bundle, progress=False).version
+    v2 = publish_bundle(redis_client, ns, bundle, progress=False).version
+    assert [e["version"] for e in list_versions(redis_client, ns)] == [v1, v2]
+    assert redis_client.get(keys.active_key(ns)) == v2.encode()
+    with pytest.raises(PublishError, match="immutable"):
+        publish_bundle(redis_client, ns, bundle, version=v1, progress=False)
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keys.events_channel(ns))
+    pubsub.get_message(timeout=1)
+    assert activate_version(redis_client, ns, v1) == v2
+    assert redis_client.get(keys.active_key(ns)) == v1.encode()
+    assert keys.parse_event(pubsub.get_message(timeout=1)["data"])["version"] == v1
+    with pytest.raises(PublishError, match="no manifest"):
+        activate_version(redis_client, ns, "v999")
+
+
+def test_fp16_rows_are_half_the_bytes(redis_client, ns, bundle):
+    manifest = publish_bundle(redis_client, ns, bundle, row_dtype="float16", progress=False)
+    item_id = str(bundle.tables["item"].ids[0])
+    raw = redis_client.get(keys.row_key(ns, manifest.version, "item", item_id))
+    assert len(raw) == 36 * 2
+    decoded = decode_rows([raw], "float16", 36)[0]
+    assert np.abs(decoded - bundle.tables["item"].rows[0]).max() < 1e-2
+
+
+def test_killed_writer_leaves_active_version_and_listing_untouched(redis_server, redis_client, ns):
+    v1 = publish_bundle(redis_client, ns, synthetic_bundle(50), progress=False).version
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.factories", redis_server.url, ns, "400000"]
+    )
+    deadline = time.monotonic() + 60
+    while not redis_client.exists(keys.row_key(ns, "v2", "item", "s1000")):
+        assert time.monotonic() < deadline and writer.poll() is None
+        time.sleep(0.01)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert redis_client.get(keys.active_key(ns)) == v1.encode()
+    assert [e["version"] for e in list_versions(redis_client, ns)] == [v1]
+    assert not redis_client.exists(keys.manifest_key(ns, "v2"))
+    with pytest.raises(PublishError):
+        activate_version(redis_client, ns, "v2")
+    redis_client.delete(keys.lease_key(ns, "v2"))  # as if the lease had expired
+    assert gc.orphaned_versions(redis_client, ns) == ["v2"]
+    gc.collect_garbage(redis_client, ns, keep=5)
+    assert not list(redis_client.scan_iter(match=keys.version_pattern(ns, "v2")))
+
+
+def test_gc_keeps_newest_plus_active_and_previous(redis_client, ns):
+    small = synthetic_bundle(20)
+    for _ in range(5):
+        publish_bundle(redis_client, ns, small, progress=False)
+    activate_version(redis_client, ns, "v2")
+    activate_version(redis_client, ns, "v1")  # active v1, previous v2
+    deleted = gc.collect_garbage(redis_client, ns, keep=1)
+    assert sorted(deleted) == ["v3", "v4"]
+    assert [e["version"] for e in list_versions(redis_client, ns)] == ["v1", "v2", "v5"]
+    assert not list(redis_client.scan_iter(match=keys.version_pattern(ns, "v3")))
+    assert redis_client.exists(keys.row_key(ns, "v1", "item", "s0"))
+
+
+def test_update_rows_rewrites_rows_and_announces_them(redis_client, ns):
+    version = publish_bundle(redis_client, ns, synthetic_bundle(30), progress=False).version
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keys.events_channel(ns))
+    pubsub.get_message(timeout=1)
+    new_rows = np.full((2, 36), 0.5, np.float32)
+    update_rows(redis_client, ns, "item", ["s3", "s4"], new_rows)
+    manifest = read_manifest(redis_client, ns, version)
+    assert np.array_equal(
+        fetch_rows(redis_client, ns, version, "item", ["s3", "s4"], manifest), new_rows
+    )
+    event = keys.parse_event(pubsub.get_message(timeout=1)["data"])
+    assert event == {
+        "kind": "rows-updated",
+        "version": version,
+        "table": "item",
+        "ids": ["s3", "s4"],
+    }
+    with pytest.raises(PublishError, match="shaped"):
+        update_rows(redis_client, ns, "item", ["s1"], np.zeros((1, 5), np.float32))

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from core import graph
+
 ACTIVATIONS = ("dice", "prelu")
 POOLINGS = ("attention", "sum")
 
@@ -193,8 +195,8 @@ class DIN(nn.Module):
 class ServingGraph(nn.Module):
     """The exported signature: one user's history once, broadcast over C candidates."""
 
-    INPUTS = ("candidates", "history", "history_mask")
-    OUTPUT = "scores"
+    INPUTS = graph.INPUTS
+    OUTPUT = graph.OUTPUT
 
     def __init__(self, dense: DenseDIN) -> None:
         super().__init__()

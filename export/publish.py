@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from core import keys
+from core import graph, keys
 from core.manifest import Manifest, TableSpec, validate_manifest
 from core.redis_conn import RedisClient, is_cluster
 from core.rows import encode_rows
@@ -89,8 +89,8 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
         item_dim=bundle.item_dim,
         max_history=bundle.max_history,
         onnx_sha256=hashlib.sha256(bundle.onnx).hexdigest(),
-        onnx_inputs=["candidates", "history", "history_mask"],
-        onnx_output="scores",
+        onnx_inputs=list(graph.INPUTS),
+        onnx_output=graph.OUTPUT,
         model=bundle.model_config,
         metrics=bundle.metrics,
     )

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from core.graph import user_inputs
 from export.data import Samples
 from export.model import DIN, DenseDIN, ServingGraph
 
@@ -62,13 +63,6 @@ def cpu_session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-
-
-def user_inputs(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The graph's user side: an empty history becomes one masked zero row."""
-    if len(history) == 0:
-        return np.zeros((1, history.shape[1]), np.float32), np.zeros(1, np.float32)
-    return np.ascontiguousarray(history, np.float32), np.ones(len(history), np.float32)
 
 
 def goods_rows(model: DIN, items: np.ndarray, cats: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.graph import user_inputs
 from export.model import DIN, DenseDIN, Dice, DINConfig
-from export.to_onnx import cpu_session, export_dense_onnx, user_inputs
+from export.to_onnx import cpu_session, export_dense_onnx
 
 
 def random_dense(**overrides) -> DenseDIN:

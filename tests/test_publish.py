@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core import keys
+from core.graph import user_inputs
 from core.manifest import Manifest
 from core.rows import decode_rows
 from export import gc
@@ -18,7 +19,7 @@ from export.publish import (
     read_manifest,
     update_rows,
 )
-from export.to_onnx import cpu_session, user_inputs
+from export.to_onnx import cpu_session
 from export.train import predict
 from tests.factories import synthetic_bundle
 

@@ -1,0 +1,106 @@
+"""HTTP routes: scoring, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+import anyio
+import orjson
+import redis
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.limits import check_limits
+from app.schemas import ErrorResponse, ReadyResponse, ScoreRequest, ScoreResponse
+from app.scoring import NoModel
+from app.state import AppState
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.ctr
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+UNAVAILABLE = {503: {"model": ErrorResponse, "description": "Redis or the model is unavailable"}}
+
+
+def json_response(body: dict, status_code: int = 200, **options) -> Response:
+    return Response(orjson.dumps(body), status_code, media_type="application/json", **options)
+
+
+def unavailable(error: str, detail: str) -> Response:
+    return json_response({"error": error, "detail": detail}, 503, headers={"Retry-After": "1"})
+
+
+async def validation_failed(request: Request, error: RequestValidationError) -> Response:
+    """422 naming each bad field; inputs are not echoed (they may be huge or not JSON)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    return json_response({"error": "invalid_request", "detail": detail}, 422)
+
+
+@router.post("/v1/score", response_model=ScoreResponse, responses=UNAVAILABLE)
+async def score(body: ScoreRequest, state: StateDep) -> Response:
+    """Score candidate ads for a user with the active model version."""
+    check_limits(body, state.settings)
+    started = time.perf_counter()
+    try:
+        with anyio.fail_after(state.settings.request_timeout_s):
+            result = await anyio.to_thread.run_sync(state.service.score, body)
+    except NoModel as error:
+        state.metrics.requests.labels(outcome="no_model").inc()
+        return unavailable("no_model", str(error))
+    except (redis.RedisError, OSError) as error:
+        state.metrics.redis_errors.labels(op="score").inc()
+        state.metrics.requests.labels(outcome="redis_error").inc()
+        log.warning("score failed on Redis: %s", type(error).__name__)
+        return unavailable("redis_unavailable", "the feature store did not answer in time")
+    except TimeoutError:
+        state.metrics.requests.labels(outcome="timeout").inc()
+        return unavailable("timeout", "the request passed its deadline")
+    state.metrics.stage_seconds.labels(stage="total").observe(time.perf_counter() - started)
+    state.metrics.requests.labels(outcome="ok").inc()
+    return json_response(result.to_dict())
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+async def readyz(state: StateDep) -> Response:
+    """Readiness: a bundle is loaded and Redis answers."""
+    redis_status = await anyio.to_thread.run_sync(_ping, state)
+    bundle = state.holder.current
+    ready = bundle is not None and redis_status == "ok"
+    body = {
+        "ready": ready,
+        "version": bundle.version if bundle else None,
+        "provider": bundle.provider if bundle else None,
+        "redis": redis_status,
+    }
+    return json_response(body, 200 if ready else 503)
+
+
+def _ping(state: AppState) -> str:
+    try:
+        state.client.ping()
+    except (redis.RedisError, OSError) as error:
+        state.metrics.redis_errors.labels(op="ping").inc()
+        return f"error: {type(error).__name__}"
+    return "ok"
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics."""
+    state.metrics.cache_rows.set(len(state.cache))
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,114 @@
+"""Loading a bundle version from Redis, refusing bad ones, and holding the active one.
+
+A loaded bundle is immutable. The holder swaps one reference, so a request that took the
+bundle at its start finishes on it even if a new version is activated meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.scorer import Scorer, ScorerError, create_session
+from core import keys
+from core.manifest import Manifest, validate_manifest
+from core.redis_conn import RedisClient
+from core.rows import DTYPES
+
+log = logging.getLogger(__name__)
+
+
+class BundleRefused(RuntimeError):
+    """The version exists but must not be served (corrupt, incomplete or incompatible)."""
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    version: str
+    manifest: Manifest
+    scorer: Scorer
+    default_bytes: dict[str, bytes]  # table -> default row encoded like a stored row
+
+    @property
+    def provider(self) -> str:
+        return self.scorer.provider
+
+
+def load_bundle(client: RedisClient, ns: str, version: str, device: str, threads: int):
+    """Read, check and warm up a version. Redis errors propagate; bad bundles are refused."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.manifest_key(ns, version))
+    pipe.get(keys.onnx_key(ns, version))
+    raw_manifest, onnx_bytes = pipe.execute()
+    if raw_manifest is None or onnx_bytes is None:
+        raise BundleRefused(f"{version}: manifest or ONNX missing")
+    manifest = _parse_manifest(raw_manifest, version)
+    if hashlib.sha256(onnx_bytes).hexdigest() != manifest.onnx_sha256:
+        raise BundleRefused(f"{version}: ONNX bytes do not match the manifest checksum")
+    scorer = _make_scorer(onnx_bytes, manifest, device, threads)
+    bundle = LoadedBundle(version, manifest, scorer, _default_bytes(manifest))
+    warm_up(bundle)
+    return bundle
+
+
+def _parse_manifest(raw: bytes, version: str) -> Manifest:
+    try:
+        manifest = Manifest.from_json(raw)
+        validate_manifest(manifest)
+    except (ValueError, TypeError, KeyError) as error:
+        raise BundleRefused(f"{version}: bad manifest: {error}") from error
+    if manifest.version != version:
+        raise BundleRefused(f"{version}: manifest names version {manifest.version}")
+    return manifest
+
+
+def _make_scorer(onnx_bytes: bytes, manifest: Manifest, device: str, threads: int) -> Scorer:
+    try:
+        scorer = Scorer(create_session(onnx_bytes, device, threads), manifest.onnx_output)
+    except ScorerError:
+        raise
+    except Exception as error:  # onnxruntime's parse errors have no common base class
+        raise BundleRefused(f"{manifest.version}: ONNX does not load: {error}") from error
+    if scorer.input_names != manifest.onnx_inputs:
+        raise BundleRefused(f"{manifest.version}: graph inputs {scorer.input_names}")
+    if scorer.input_dims()[:2] != [manifest.goods_dim] * 2:
+        raise BundleRefused(f"{manifest.version}: graph dims {scorer.input_dims()} != rows")
+    return scorer
+
+
+def _default_bytes(manifest: Manifest) -> dict[str, bytes]:
+    dtype = DTYPES[manifest.row_dtype]
+    return {name: manifest.default_row(name).astype(dtype).tobytes() for name in manifest.tables}
+
+
+def warm_up(bundle: LoadedBundle) -> None:
+    """One real scoring call on the default rows; refuses a graph that cannot score."""
+    row = bundle.manifest.default_row("item")[None, :]
+    try:
+        scores = bundle.scorer.score(row, row, np.ones(1, np.float32))
+    except Exception as error:
+        raise BundleRefused(f"{bundle.version}: warm-up failed: {error}") from error
+    if scores.shape != (1,) or not np.isfinite(scores).all():
+        raise BundleRefused(f"{bundle.version}: warm-up gave {scores!r}")
+
+
+class BundleHolder:
+    """The single reference to the active bundle, plus memory of refused versions."""
+
+    def __init__(self) -> None:
+        self._current: LoadedBundle | None = None
+        self._lock = threading.Lock()
+        self.refused: dict[str, str] = {}
+
+    @property
+    def current(self) -> LoadedBundle | None:
+        return self._current
+
+    def swap(self, bundle: LoadedBundle) -> LoadedBundle | None:
+        with self._lock:
+            previous, self._current = self._current, bundle
+        return previous

@@ -1,0 +1,91 @@
+"""Request limits: body size before parsing, and the configured list and id limits."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.exceptions import RequestValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.schemas import Item, ScoreRequest
+
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BodySizeLimit:
+    """Answers 413 once a body passes max_bytes, without reading the rest of it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _too_large(send, self.max_bytes)
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.max_bytes)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, max_bytes: int) -> None:
+    body = b'{"error":"body_too_large","detail":"request body exceeds %d bytes"}' % max_bytes
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def check_limits(request: ScoreRequest, settings: Settings) -> None:
+    """422 naming the field, for limits that come from configuration."""
+    errors = []
+    if len(request.candidates) > settings.max_candidates:
+        errors.append(_error(("candidates",), f"at most {settings.max_candidates} candidates"))
+    if request.history is not None and len(request.history) > settings.max_history:
+        errors.append(_error(("history",), f"at most {settings.max_history} behaviours"))
+    errors += _id_errors(("user_id",), request.user_id, settings.max_id_length)
+    for field, items in (("candidates", request.candidates), ("history", request.history or [])):
+        for index, item in enumerate(items):
+            errors += _item_errors((field, index), item, settings.max_id_length)
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _item_errors(loc: tuple, item: Item, max_length: int) -> list[dict]:
+    errors = _id_errors((*loc, "item_id"), item.item_id, max_length)
+    if item.category is not None:
+        errors += _id_errors((*loc, "category"), item.category, max_length)
+    return errors
+
+
+def _id_errors(loc: tuple, value: str, max_length: int) -> list[dict]:
+    if len(value) > max_length:
+        return [_error(loc, f"ids are at most {max_length} characters")]
+    if CONTROL_CHARS.search(value):
+        return [_error(loc, "ids must not contain control characters")]
+    return []
+
+
+def _error(loc: tuple, message: str) -> dict:
+    return {"type": "value_error", "loc": ("body", *loc), "msg": message, "input": None}

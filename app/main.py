@@ -1,0 +1,47 @@
+"""The FastAPI application.
+
+uvicorn app.main:app --host 0.0.0.0 --port 8000
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from app.api import router, validation_failed
+from app.config import Settings
+from app.limits import BodySizeLimit
+from app.logs import configure_logging
+from app.state import build_state, close_state
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        state = build_state(settings)
+        state.watcher.start()
+        app.state.ctr = state
+        try:
+            yield
+        finally:
+            close_state(state)
+
+    app = FastAPI(title="DIN CTR serving", version="0.1.0", lifespan=lifespan)
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app.main:app` is built on first access, so importing this module reads no settings."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

@@ -1,0 +1,77 @@
+"""The onnxruntime session of one bundle: CUDA with I/O binding when it can, else CPU."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+ort.set_default_logger_severity(4)  # a missing CUDA provider is reported by us, once
+
+
+class ScorerError(RuntimeError):
+    pass
+
+
+def _options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def create_session(onnx_bytes: bytes, device: str, threads: int) -> ort.InferenceSession:
+    """`auto` tries CUDA and falls back to CPU with a log line; `cuda` insists on CUDA."""
+    if device in ("auto", "cuda"):
+        session = _try_cuda(onnx_bytes, threads)
+        if session is not None:
+            return session
+        if device == "cuda":
+            raise ScorerError("CTR_DEVICE=cuda but the CUDA execution provider is unavailable")
+        log.info("CUDA execution provider unavailable; serving on CPU")
+    return ort.InferenceSession(onnx_bytes, _options(threads), providers=["CPUExecutionProvider"])
+
+
+def _try_cuda(onnx_bytes: bytes, threads: int) -> ort.InferenceSession | None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return None
+    try:
+        session = ort.InferenceSession(
+            onnx_bytes,
+            _options(threads),
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
+    except Exception as error:  # onnxruntime raises bare exceptions for missing CUDA libs
+        log.warning("CUDA execution provider failed to start: %s", error)
+        return None
+    return session if session.get_providers()[0] == "CUDAExecutionProvider" else None
+
+
+class Scorer:
+    """Runs the dense graph: candidates (C, D), history (T, D), mask (T,) -> scores (C,)."""
+
+    def __init__(self, session: ort.InferenceSession, output: str) -> None:
+        self.session = session
+        self.output = output
+        self.provider = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    def input_dims(self) -> list[int | str]:
+        return [i.shape[-1] for i in self.session.get_inputs()]
+
+    def score(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = dict(zip(self.input_names, (candidates, history, mask), strict=True))
+        if self.provider == "cuda":
+            return self._score_bound(feeds)
+        return self.session.run([self.output], feeds)[0]
+
+    def _score_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output(self.output, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]

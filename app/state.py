@@ -1,0 +1,54 @@
+"""The heavy objects of one process, built once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.bundle import BundleHolder
+from app.cache import RowCache
+from app.config import Settings
+from app.features import RowFetcher
+from app.metrics import Metrics
+from app.scoring import ScoringService
+from app.watcher import BundleWatcher
+from core.redis_conn import RedisClient, connect_redis
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    client: RedisClient
+    holder: BundleHolder
+    cache: RowCache
+    metrics: Metrics
+    service: ScoringService
+    watcher: BundleWatcher
+
+
+def build_state(settings: Settings) -> AppState:
+    client = connect_redis(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        password=settings.password(),
+        timeout_s=settings.redis_timeout_s,
+    )
+    holder, cache, metrics = BundleHolder(), RowCache(settings.cache_rows), Metrics()
+    service = ScoringService(
+        settings, holder, RowFetcher(client, settings.namespace, cache), metrics
+    )
+    watcher = BundleWatcher(
+        client,
+        settings.namespace,
+        holder,
+        cache,
+        metrics,
+        device=settings.device,
+        threads=settings.ort_threads,
+        poll_interval_s=settings.poll_interval_s,
+    )
+    return AppState(settings, client, holder, cache, metrics, service, watcher)
+
+
+def close_state(state: AppState) -> None:
+    state.watcher.stop()
+    state.client.close()

@@ -1,0 +1,135 @@
+"""Follows the active pointer: pub/sub for speed, polling as the fallback for lost messages.
+
+Runs in its own thread, so loading and warming a new bundle never blocks a request. A version
+that fails to load is refused once and not retried; the old bundle keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+import redis
+
+from app.bundle import BundleHolder, BundleRefused, load_bundle
+from app.cache import RowCache
+from app.metrics import Metrics
+from app.scorer import ScorerError
+from core import keys
+from core.redis_conn import RedisClient
+
+log = logging.getLogger(__name__)
+RETRY_S = 0.2
+
+
+class BundleWatcher:
+    def __init__(
+        self,
+        client: RedisClient,
+        ns: str,
+        holder: BundleHolder,
+        cache: RowCache,
+        metrics: Metrics,
+        *,
+        device: str,
+        threads: int,
+        poll_interval_s: float,
+    ) -> None:
+        self.client, self.ns, self.holder, self.cache = client, ns, holder, cache
+        self.metrics = metrics
+        self.device, self.threads, self.poll_interval_s = device, threads, poll_interval_s
+        self.use_pubsub = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self._subscribe() if self.use_pubsub else None
+                while not self._stop.is_set():
+                    self.check_pointer()
+                    self._listen(pubsub, until=time.monotonic() + self.poll_interval_s)
+            except (redis.RedisError, OSError) as error:
+                self.metrics.redis_errors.labels(op="watch").inc()
+                log.warning("watcher lost Redis: %s", error)
+                self._stop.wait(RETRY_S)
+            finally:
+                _close(pubsub)
+
+    def _subscribe(self):
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.events_channel(self.ns))
+        return pubsub
+
+    def _listen(self, pubsub, until: float) -> None:
+        while not self._stop.is_set() and (left := until - time.monotonic()) > 0:
+            if pubsub is None:
+                self._stop.wait(left)
+                return
+            message = pubsub.get_message(timeout=min(left, 0.5))
+            if message and message.get("type") == "message":
+                self.handle_event(keys.parse_event(message["data"]))
+
+    def handle_event(self, event: dict) -> None:
+        if event["kind"] == "activated":
+            self.check_pointer()
+        elif event["kind"] == "rows-updated":
+            dropped = self.cache.invalidate(event["version"], event["table"], event["ids"])
+            self.metrics.row_invalidations.inc(dropped)
+            log.info(
+                "rows updated",
+                extra={
+                    "version": event["version"],
+                    "table": event["table"],
+                    "rows": len(event["ids"]),
+                },
+            )
+
+    def check_pointer(self) -> None:
+        """Load the version the pointer names, unless it is already served or was refused."""
+        raw = self.client.get(keys.active_key(self.ns))
+        version = raw.decode() if raw else None
+        current = self.holder.current
+        if not version or (current and current.version == version):
+            return
+        if version in self.holder.refused:
+            return
+        self._load(version)
+
+    def _load(self, version: str) -> None:
+        started = time.monotonic()
+        try:
+            bundle = load_bundle(self.client, self.ns, version, self.device, self.threads)
+        except (BundleRefused, ScorerError) as error:
+            self.holder.refused[version] = str(error)
+            self.metrics.refusals.inc()
+            log.error("refused bundle %s: %s", version, error)
+            return
+        previous = self.holder.swap(bundle)
+        self.cache.drop_other_versions({version})
+        self.metrics.swaps.inc()
+        self.metrics.model.info({"version": version, "provider": bundle.provider})
+        log.info(
+            "serving %s (was %s), loaded in %.0f ms on %s",
+            version,
+            previous.version if previous else None,
+            1000 * (time.monotonic() - started),
+            bundle.provider,
+        )
+
+
+def _close(pubsub) -> None:
+    if pubsub is None:
+        return
+    with contextlib.suppress(redis.RedisError, OSError):
+        pubsub.close()

@@ -1,0 +1,15 @@
+"""The signature of the exported dense graph, shared by the exporter and the service."""
+
+from __future__ import annotations
+
+import numpy as np
+
+INPUTS = ("candidates", "history", "history_mask")  # (C, D), (T, D), (T,)
+OUTPUT = "scores"  # (C,)
+
+
+def user_inputs(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's user side: an empty history becomes one masked zero row."""
+    if len(history) == 0:
+        return np.zeros((1, history.shape[1]), np.float32), np.zeros(1, np.float32)
+    return np.ascontiguousarray(history, np.float32), np.ones(len(history), np.float32)

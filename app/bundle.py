@@ -15,7 +15,7 @@ import numpy as np
 
 from app.scorer import Scorer, ScorerError, create_session
 from core import keys
-from core.manifest import Manifest, validate_manifest
+from core.manifest import Manifest, probe_digest, validate_manifest
 from core.redis_conn import RedisClient
 from core.rows import DTYPES
 
@@ -49,10 +49,26 @@ def load_bundle(client: RedisClient, ns: str, version: str, device: str, threads
     manifest = _parse_manifest(raw_manifest, version)
     if hashlib.sha256(onnx_bytes).hexdigest() != manifest.onnx_sha256:
         raise BundleRefused(f"{version}: ONNX bytes do not match the manifest checksum")
+    _check_probe_rows(client, ns, manifest)
     scorer = _make_scorer(onnx_bytes, manifest, device, threads)
     bundle = LoadedBundle(version, manifest, scorer, _default_bytes(manifest))
     warm_up(bundle)
     return bundle
+
+
+def _check_probe_rows(client: RedisClient, ns: str, manifest: Manifest) -> None:
+    """The probe rows must all be present, intact and of the declared width."""
+    pipe = client.pipeline(transaction=False)
+    for table, ids in manifest.probe_ids.items():
+        for key in keys.row_keys(ns, manifest.version, table, ids):
+            pipe.get(key)
+    values = iter(pipe.execute())
+    rows = {table: [next(values) for _ in ids] for table, ids in manifest.probe_ids.items()}
+    for table, found in rows.items():
+        if any(v is None for v in found):
+            raise BundleRefused(f"{manifest.version}: {table} rows are missing")
+    if probe_digest(rows) != manifest.probe_sha256:
+        raise BundleRefused(f"{manifest.version}: rows do not match the manifest checksum")
 
 
 def _parse_manifest(raw: bytes, version: str) -> Manifest:

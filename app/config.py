@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     max_id_length: int = Field(64, ge=1, description="characters per raw id")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="request body limit")
     cache_rows: int = Field(100_000, ge=0, description="hot-row cache size, 0 disables it")
+    pubsub: bool = Field(True, description="follow activations by pub/sub (else poll only)")
     poll_interval_s: float = Field(2.0, gt=0, description="active-pointer poll fallback")
     request_timeout_s: float = Field(2.0, gt=0, description="whole-request deadline")
     log_level: str = Field("INFO", description="root log level")

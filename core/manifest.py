@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 ROW_DTYPES = ("float32", "float16")
+PROBE_ROWS = 64
 FORMAT = 1
 
 
@@ -32,6 +34,8 @@ class Manifest:
     onnx_output: str
     model: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    probe_ids: dict[str, list[str]] = field(default_factory=dict)  # rows checked at load
+    probe_sha256: str = ""  # over the probe rows' bytes, tables in sorted order
     format: int = FORMAT
 
     @property
@@ -65,3 +69,11 @@ def validate_manifest(manifest: Manifest) -> None:
     for name, spec in manifest.tables.items():
         if len(spec.default_row) != spec.dim:
             raise ValueError(f"default row of {name} has {len(spec.default_row)} values")
+
+
+def probe_digest(rows_by_table: dict[str, list[bytes]]) -> str:
+    digest = hashlib.sha256()
+    for table in sorted(rows_by_table):
+        for row in rows_by_table[table]:
+            digest.update(row)
+    return digest.hexdigest()

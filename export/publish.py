@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core import graph, keys
-from core.manifest import Manifest, TableSpec, validate_manifest
+from core.manifest import PROBE_ROWS, Manifest, TableSpec, probe_digest, validate_manifest
 from core.redis_conn import RedisClient, is_cluster
 from core.rows import encode_rows
 from export.bundle import Bundle
@@ -62,6 +62,7 @@ def publish_bundle(
         )
     manifest = make_manifest(bundle, version, row_dtype)
     verify_version(client, ns, manifest, bundle)
+    manifest.probe_sha256 = read_probe_digest(client, ns, manifest)
     write_histories(client, ns, bundle.histories)
     client.set(keys.manifest_key(ns, version), manifest.to_json())
     client.zadd(keys.versions_key(ns), {version: manifest.created_at})
@@ -93,9 +94,33 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
         onnx_output=graph.OUTPUT,
         model=bundle.model_config,
         metrics=bundle.metrics,
+        probe_ids=choose_probes(bundle),
     )
     validate_manifest(manifest)
     return manifest
+
+
+def choose_probes(bundle: Bundle, seed: int = 0) -> dict[str, list[str]]:
+    """A few random ids per table whose rows the service checks before serving a version."""
+    rng = np.random.default_rng(seed)
+    probes = {}
+    for name, table in bundle.tables.items():
+        size = min(PROBE_ROWS, len(table.ids))
+        probes[name] = [str(i) for i in rng.choice(table.ids, size=size, replace=False)]
+    return probes
+
+
+def read_probe_digest(client: RedisClient, ns: str, manifest: Manifest) -> str:
+    """sha256 over the probe rows as stored; PublishError if any is missing."""
+    rows = {}
+    for table, ids in manifest.probe_ids.items():
+        pipe = client.pipeline(transaction=False)
+        for key in keys.row_keys(ns, manifest.version, table, ids):
+            pipe.get(key)
+        rows[table] = pipe.execute()
+        if any(r is None for r in rows[table]):
+            raise PublishError(f"{manifest.version}: {table} rows are missing")
+    return probe_digest(rows)
 
 
 def write_rows(
@@ -180,7 +205,9 @@ def read_manifest(client: RedisClient, ns: str, version: str) -> Manifest:
 
 def activate_version(client: RedisClient, ns: str, version: str) -> str | None:
     """Point the service at a complete version; also how a rollback is done."""
-    read_manifest(client, ns, version)
+    manifest = read_manifest(client, ns, version)
+    if read_probe_digest(client, ns, manifest) != manifest.probe_sha256:
+        raise PublishError(f"{version}: probe rows do not match the manifest checksum")
     previous = _decode(client.get(keys.active_key(ns)))
     if previous and previous != version:
         client.set(keys.previous_key(ns), previous)

@@ -62,7 +62,11 @@ def bundle(trained, movielens_slice):
 
 
 @pytest.fixture(scope="session")
-def other_bundle(movielens_slice):
-    """A second bundle with different weights, for swap tests."""
-    result = train_tiny(movielens_slice, seed=7, activation="prelu")
-    return build_bundle(result.model, movielens_slice, {"seed": 7})
+def other_trained(movielens_slice):
+    """A second model with different weights and activation, for swap tests."""
+    return train_tiny(movielens_slice, seed=7, activation="prelu")
+
+
+@pytest.fixture(scope="session")
+def other_bundle(other_trained, movielens_slice):
+    return build_bundle(other_trained.model, movielens_slice, {"seed": 7})

@@ -1,0 +1,123 @@
+"""The end-to-end demo: Redis, MovieLens-100K, train, export, publish, serve, one request.
+
+make demo            # or: python -m scripts.demo --port 8000
+make stop            # stops the service and Redis it left running
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from app.schemas import EXAMPLE_REQUEST
+from core.local_redis import LocalRedis, free_port
+
+RUN_DIR = Path(".run")
+NAMESPACE = "din"
+
+
+def start_redis() -> str:
+    server = LocalRedis(port=free_port(), workdir=RUN_DIR).start(detached=True)
+    (RUN_DIR / "redis.pid").write_text(str(server.process.pid))
+    print(f"redis-server {server.url} (pid {server.process.pid})")
+    return server.url
+
+
+def train_and_publish(redis_url: str) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "export.cli",
+        "run",
+        "--redis-url",
+        redis_url,
+        "--namespace",
+        NAMESPACE,
+    ]
+    subprocess.run(command, check=True)
+
+
+def start_service(redis_url: str, port: int) -> None:
+    env = {**os.environ, "CTR_REDIS_URL": redis_url, "CTR_NAMESPACE": NAMESPACE}
+    log = open(RUN_DIR / "service.log", "ab")  # noqa: SIM115
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    (RUN_DIR / "service.pid").write_text(str(process.pid))
+    wait_ready(f"http://127.0.0.1:{port}")
+    print(f"service http://127.0.0.1:{port} (pid {process.pid}, log {RUN_DIR}/service.log)")
+
+
+def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the service did not become ready; see {RUN_DIR}/service.log")
+
+
+def show_request(port: int) -> None:
+    body = json.dumps(EXAMPLE_REQUEST)
+    print("\nScore three candidate movies for user 196:\n")
+    print(
+        f"  curl -s -X POST http://127.0.0.1:{port}/v1/score \\\n"
+        f"       -H 'content-type: application/json' \\\n       -d '{body}'\n"
+    )
+    answer = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=EXAMPLE_REQUEST, timeout=5)
+    print(json.dumps(answer.json(), indent=2))
+    print(f"\nDocs: http://127.0.0.1:{port}/docs   Metrics: http://127.0.0.1:{port}/metrics")
+    print("Stop everything with: make stop")
+
+
+def stop() -> None:
+    for name in ("service", "redis"):
+        pid_file = RUN_DIR / f"{name}.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+                print(f"stopped {name}")
+            except ProcessLookupError:
+                pass
+            pid_file.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--stop", action="store_true", help="stop a running demo")
+    args = parser.parse_args()
+    stop()
+    if args.stop:
+        return
+    RUN_DIR.mkdir(exist_ok=True)
+    redis_url = start_redis()
+    train_and_publish(redis_url)
+    start_service(redis_url, args.port)
+    show_request(args.port)
+
+
+if __name__ == "__main__":
+    main()

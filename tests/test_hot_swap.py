@@ -1,0 +1,204 @@
+"""Hot-swap under load, refusal of bad bundles, row updates: against uvicorn processes."""
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from core import keys
+from export.publish import activate_version, publish_bundle, update_rows
+from export.train import predict
+from tests.service import ServiceProcess, service_process
+
+CLIENTS = 8
+LOAD_SECONDS = 20
+
+
+def slates(dataset, n=6, size=20, seed=4):
+    """Request payloads built from test samples, with their sample slates for PyTorch."""
+    test, vocab = dataset.test, dataset.item_vocab
+    rng = np.random.default_rng(seed)
+    out = []
+    for row in rng.choice(len(test), n, replace=False):
+        chosen = rng.choice(len(test), size, replace=False)
+        slate = test.take(np.full(size, row))
+        slate.item, slate.cat = test.item[chosen], test.cat[chosen]
+        history = vocab[test.hist_item[row, : test.hist_len[row]]]
+        payload = {
+            "user_id": "load",
+            "history": [{"item_id": str(i)} for i in history],
+            "candidates": [{"item_id": str(i)} for i in vocab[slate.item]],
+        }
+        out.append((payload, slate))
+    return out
+
+
+class Load:
+    """CLIENTS threads posting payloads in a loop; records (time, status, body, payload#)."""
+
+    def __init__(self, urls: list[str], payloads: list[dict]) -> None:
+        self.urls, self.payloads = urls, payloads
+        self.records: list[tuple] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(k,)) for k in range(CLIENTS)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _client(self, k: int) -> None:
+        url = self.urls[k % len(self.urls)]
+        with httpx.Client(base_url=url, timeout=10) as client:
+            n = k
+            while not self.stop.is_set():
+                index = n % len(self.payloads)
+                response = client.post("/v1/score", json=self.payloads[index])
+                body = response.json() if response.status_code == 200 else response.text
+                self.records.append((time.monotonic(), url, response.status_code, body, index))
+                n += 1
+
+
+def expected_scores(models: dict, pairs) -> dict:
+    return {
+        version: [predict(model, slate) for _, slate in pairs] for version, model in models.items()
+    }
+
+
+def check_no_mixing(records, expected) -> None:
+    bad = [r for r in records if r[2] != 200]
+    assert not bad, f"{len(bad)} failed requests, first: {bad[0]}"
+    for _, _, _, body, index in records:
+        want = expected[body["version"]][index]
+        assert np.abs(np.array(body["scores"]) - want).max() <= 1e-5, body["version"]
+
+
+def first_seen(records, version, url, after: float) -> float:
+    return (
+        min(
+            t
+            for t, u, _, body, _ in records
+            if u == url and t >= after and body["version"] == version
+        )
+        - after
+    )
+
+
+def last_seen(records, version, url, after: float, before: float) -> float:
+    times = [
+        t
+        for t, u, _, body, _ in records
+        if u == url and after <= t < before and body["version"] == version
+    ]
+    return (max(times) - after) if times else 0.0
+
+
+def test_hot_swap_under_load_fails_nothing_and_mixes_no_versions(
+    redis_server, redis_client, ns, bundle, other_bundle, trained, other_trained, movielens_slice
+):
+    pairs = slates(movielens_slice)
+    v1 = publish_bundle(redis_client, ns, bundle, progress=False).version
+    replicas = [ServiceProcess(redis_server.url, ns).start() for _ in range(2)]
+    try:
+        for replica in replicas:
+            replica.wait_ready(version=v1)
+        urls = [r.url for r in replicas]
+        with Load(urls, [p for p, _ in pairs]) as load:
+            time.sleep(LOAD_SECONDS / 4)
+            v2 = publish_bundle(
+                redis_client, ns, other_bundle, activate=False, progress=False
+            ).version
+            activated = time.monotonic()
+            activate_version(redis_client, ns, v2)
+            time.sleep(LOAD_SECONDS / 2)
+            rolled_back = time.monotonic()
+            activate_version(redis_client, ns, v1)
+            time.sleep(LOAD_SECONDS / 4)
+        check_no_mixing(
+            load.records, expected_scores({v1: trained.model, v2: other_trained.model}, pairs)
+        )
+        switch = {
+            u: (
+                first_seen(load.records, v2, u, activated),
+                last_seen(load.records, v1, u, activated, rolled_back),
+            )
+            for u in urls
+        }
+        back = {u: first_seen(load.records, v1, u, rolled_back) for u in urls}
+        print(
+            f"\nrequests={len(load.records)} first/last after activation per replica={switch}"
+            f" rollback first v1={back}"
+        )
+        for first_v2, last_v1 in switch.values():
+            assert last_v1 < 1.0 and first_v2 < 1.0
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def corrupt_onnx(client, ns, version):
+    client.set(keys.onnx_key(ns, version), b"not an onnx graph")
+
+
+def drop_item_rows(client, ns, version):
+    doomed = list(client.scan_iter(match=keys.row_prefix(ns, version, "item") + "*", count=1000))
+    client.unlink(*doomed)
+
+
+@pytest.mark.parametrize("corrupt", [corrupt_onnx, drop_item_rows])
+def test_corrupt_bundle_is_refused_and_old_version_keeps_serving(
+    redis_server, redis_client, ns, bundle, other_bundle, corrupt
+):
+    v1 = publish_bundle(redis_client, ns, bundle, progress=False).version
+    v2 = publish_bundle(redis_client, ns, other_bundle, activate=False, progress=False).version
+    corrupt(redis_client, ns, v2)
+    with service_process(redis_server.url, ns, poll_interval_s=0.2) as service:
+        service.wait_ready(version=v1)
+        redis_client.set(keys.active_key(ns), v2)  # bypass the CLI's own checks
+        redis_client.publish(keys.events_channel(ns), keys.activated_event(v2))
+        payload = {"user_id": "1", "candidates": [{"item_id": "50"}]}
+        with httpx.Client(base_url=service.url) as client:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                response = client.post("/v1/score", json=payload)
+                assert response.status_code == 200 and response.json()["version"] == v1
+            assert "ctr_bundle_refusals_total 1.0" in client.get("/metrics").text
+            assert client.get("/readyz").json()["version"] == v1
+
+
+def test_poll_fallback_switches_within_one_period(
+    redis_server, redis_client, ns, bundle, other_bundle
+):
+    v1 = publish_bundle(redis_client, ns, bundle, progress=False).version
+    with service_process(redis_server.url, ns, pubsub="false", poll_interval_s=1.0) as service:
+        service.wait_ready(version=v1)
+        v2 = publish_bundle(redis_client, ns, other_bundle, progress=False).version
+        started = time.monotonic()
+        service.wait_ready(version=v2, timeout_s=5)
+        assert time.monotonic() - started < 1.0 + 0.5  # one period plus load and warm-up
+
+
+def test_row_updates_reach_every_replica_within_a_second(redis_server, redis_client, ns, bundle):
+    publish_bundle(redis_client, ns, bundle, progress=False)
+    payload = {"user_id": "1", "candidates": [{"item_id": "50"}, {"item_id": "181"}]}
+    with service_process(redis_server.url, ns) as a, service_process(redis_server.url, ns) as b:
+        a.wait_ready()
+        b.wait_ready()
+        clients = [httpx.Client(base_url=s.url) for s in (a, b)]
+        before = [c.post("/v1/score", json=payload).json()["scores"] for c in clients]  # cached
+        new_row = bundle.tables["item"].rows[list(bundle.tables["item"].ids).index("1")]
+        update_rows(redis_client, ns, "item", ["50"], new_row[None, :] * 3)
+        started = time.monotonic()
+        for client, old in zip(clients, before, strict=True):
+            while client.post("/v1/score", json=payload).json()["scores"][0] == old[0]:
+                assert time.monotonic() - started < 1.0
+            assert client.post("/v1/score", json=payload).json()["scores"][1] == old[1]
+        for client in clients:
+            client.close()

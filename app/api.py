@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.limits import check_limits
+from app.limits import check_limits, parse_score_request
 from app.schemas import ErrorResponse, ReadyResponse, ScoreRequest, ScoreResponse
-from app.scoring import NoModel
+from app.scoring import NoModel, ScoreResult
 from app.state import AppState
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,25 @@ async def validation_failed(request: Request, error: RequestValidationError) -> 
     return json_response({"error": "invalid_request", "detail": detail}, 422)
 
 
-@router.post("/v1/score", response_model=ScoreResponse, responses=UNAVAILABLE)
-async def score(body: ScoreRequest, state: StateDep) -> Response:
+SCORE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+    }
+}
+
+
+@router.post(
+    "/v1/score", response_model=ScoreResponse, responses=UNAVAILABLE, openapi_extra=SCORE_BODY
+)
+async def score(request: Request, state: StateDep) -> Response:
     """Score candidate ads for a user with the active model version."""
+    body = parse_score_request(await request.body())  # one pass: JSON parse and validation
     check_limits(body, state.settings)
     started = time.perf_counter()
     try:
         with anyio.fail_after(state.settings.request_timeout_s):
-            result = await anyio.to_thread.run_sync(state.service.score, body)
+            result = await run_score(state, body)
     except NoModel as error:
         state.metrics.requests.labels(outcome="no_model").inc()
         return unavailable("no_model", str(error))
@@ -67,6 +78,14 @@ async def score(body: ScoreRequest, state: StateDep) -> Response:
     state.metrics.stage_seconds.labels(stage="total").observe(time.perf_counter() - started)
     state.metrics.requests.labels(outcome="ok").inc()
     return json_response(result.to_dict())
+
+
+async def run_score(state: AppState, body: ScoreRequest) -> ScoreResult:
+    """One thread hop for fetch and inference, or fetch then a shared micro-batched run."""
+    if not state.batching_now():
+        return await anyio.to_thread.run_sync(state.service.score, body)
+    prepared = await anyio.to_thread.run_sync(state.service.prepare, body)
+    return state.service.finish(prepared, await state.batcher.score(prepared))
 
 
 @router.get("/healthz")

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="request body limit")
     cache_rows: int = Field(100_000, ge=0, description="hot-row cache size, 0 disables it")
     pubsub: bool = Field(True, description="follow activations by pub/sub (else poll only)")
+    batching: Literal["auto", "on", "off"] = Field(
+        "auto", description="micro-batching: auto turns it on when serving on CUDA"
+    )
+    batch_max_requests: int = Field(16, ge=1, description="requests per coalesced run")
+    batch_wait_ms: float = Field(0.5, ge=0, description="how long a run waits for company")
     poll_interval_s: float = Field(2.0, gt=0, description="active-pointer poll fallback")
     request_timeout_s: float = Field(2.0, gt=0, description="whole-request deadline")
     log_level: str = Field("INFO", description="root log level")

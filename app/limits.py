@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -57,6 +58,15 @@ async def _too_large(send: Send, max_bytes: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def parse_score_request(raw: bytes) -> ScoreRequest:
+    """Parse and validate in one pass (pydantic's JSON parser also bounds nesting depth)."""
+    try:
+        return ScoreRequest.model_validate_json(raw)
+    except ValidationError as error:
+        errors = error.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
 def check_limits(request: ScoreRequest, settings: Settings) -> None:
     """422 naming the field, for limits that come from configuration."""
     errors = []
@@ -64,12 +74,24 @@ def check_limits(request: ScoreRequest, settings: Settings) -> None:
         errors.append(_error(("candidates",), f"at most {settings.max_candidates} candidates"))
     if request.history is not None and len(request.history) > settings.max_history:
         errors.append(_error(("history",), f"at most {settings.max_history} behaviours"))
-    errors += _id_errors(("user_id",), request.user_id, settings.max_id_length)
-    for field, items in (("candidates", request.candidates), ("history", request.history or [])):
-        for index, item in enumerate(items):
-            errors += _item_errors((field, index), item, settings.max_id_length)
+    if errors or not _ids_look_fine(request, settings.max_id_length):
+        errors += _id_errors(("user_id",), request.user_id, settings.max_id_length)
+        for field, items in (
+            ("candidates", request.candidates),
+            ("history", request.history or []),
+        ):
+            for index, item in enumerate(items):
+                errors += _item_errors((field, index), item, settings.max_id_length)
     if errors:
         raise RequestValidationError(errors)
+
+
+def _ids_look_fine(request: ScoreRequest, max_length: int) -> bool:
+    """The fast path: one pass over all ids, no per-id error building."""
+    items = request.candidates + (request.history or [])
+    ids = [request.user_id, *(i.item_id for i in items)]
+    ids += [i.category for i in items if i.category is not None]
+    return max(map(len, ids)) <= max_length and not CONTROL_CHARS.search("".join(ids))
 
 
 def _item_errors(loc: tuple, item: Item, max_length: int) -> list[dict]:

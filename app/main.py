@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 
 from app.api import router, validation_failed
 from app.config import Settings
 from app.limits import BodySizeLimit
 from app.logs import configure_logging
+from app.schemas import ScoreRequest
 from app.state import build_state, close_state
 
 
@@ -26,17 +28,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings.log_level)
         state = build_state(settings)
         state.watcher.start()
+        state.batcher.start()
         app.state.ctr = state
         try:
             yield
         finally:
+            await state.batcher.stop()
             close_state(state)
 
     app = FastAPI(title="DIN CTR serving", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = lambda: openapi_with_request_models(app)
     return app
+
+
+def openapi_with_request_models(app: FastAPI) -> dict:
+    """The score route reads its body itself (for speed), so its schema is added here."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        request = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components |= request.pop("$defs", {}) | {"ScoreRequest": request}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -63,6 +63,11 @@ class Scorer:
         return [i.shape[-1] for i in self.session.get_inputs()]
 
     def score(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One user: (C, D), (T, D), (T,) -> (C,)."""
+        return self.score_batch(candidates[None], history[None], mask[None])[0]
+
+    def score_batch(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray):
+        """B users: (B, C, D), (B, T, D), (B, T) -> (B, C)."""
         feeds = dict(zip(self.input_names, (candidates, history, mask), strict=True))
         if self.provider == "cuda":
             return self._score_bound(feeds)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from app.bundle import BundleHolder, LoadedBundle
 from app.config import Settings
-from app.features import RowFetcher, gather_inputs
+from app.features import FetchStats, RowFetcher, gather_inputs
 from app.metrics import Metrics
 from app.schemas import ScoreRequest
 from core.graph import user_inputs
@@ -29,6 +31,21 @@ class ScoreResult:
         return self.__dict__
 
 
+@dataclass
+class Prepared:
+    """A request with every row fetched, ready for inference."""
+
+    bundle: LoadedBundle
+    candidates: np.ndarray  # (C, D)
+    history: np.ndarray  # (T, D), T >= 1
+    mask: np.ndarray  # (T,)
+    stats: FetchStats
+    history_source: str
+    history_length: int
+    started: float
+    fetched: float
+
+
 class ScoringService:
     def __init__(
         self, settings: Settings, holder: BundleHolder, fetcher: RowFetcher, metrics: Metrics
@@ -41,7 +58,8 @@ class ScoringService:
             raise NoModel("no model version is loaded yet")
         return bundle
 
-    def score(self, request: ScoreRequest) -> ScoreResult:
+    def prepare(self, request: ScoreRequest) -> Prepared:
+        """Pin the bundle, resolve the history and fetch every row: all but inference."""
         started = time.perf_counter()
         bundle = self.pinned_bundle()
         limit = bundle.manifest.max_history
@@ -57,18 +75,40 @@ class ScoringService:
         inputs = gather_inputs(
             self.fetcher, bundle, cand_items + hist_items, cand_cats + hist_cats, len(cand_items)
         )
-        fetched = time.perf_counter()
         history, mask = user_inputs(inputs.history)
-        scores = bundle.scorer.score(inputs.candidates, history, mask)
-        done = time.perf_counter()
-        unknown = self._record(inputs.stats, len(cand_items), started, fetched, done)
-        return ScoreResult(bundle.version, scores.tolist(), len(hist_items), source, unknown)
+        return Prepared(
+            bundle,
+            inputs.candidates,
+            history,
+            mask,
+            inputs.stats,
+            source,
+            len(hist_items),
+            started,
+            time.perf_counter(),
+        )
 
-    def _record(self, stats, n_candidates: int, started, fetched, done) -> int:
-        m = self.metrics
-        m.stage_seconds.labels(stage="fetch").observe(fetched - started)
-        m.stage_seconds.labels(stage="infer").observe(done - fetched)
-        m.candidates.inc(n_candidates)
+    def finish(self, prepared: Prepared, scores: np.ndarray) -> ScoreResult:
+        unknown = self._record(prepared, time.perf_counter())
+        return ScoreResult(
+            prepared.bundle.version,
+            scores.tolist(),
+            prepared.history_length,
+            prepared.history_source,
+            unknown,
+        )
+
+    def score(self, request: ScoreRequest) -> ScoreResult:
+        """The whole request in the calling thread (the path without micro-batching)."""
+        prepared = self.prepare(request)
+        scores = prepared.bundle.scorer.score(prepared.candidates, prepared.history, prepared.mask)
+        return self.finish(prepared, scores)
+
+    def _record(self, prepared: Prepared, done: float) -> int:
+        m, stats = self.metrics, prepared.stats
+        m.stage_seconds.labels(stage="fetch").observe(prepared.fetched - prepared.started)
+        m.stage_seconds.labels(stage="infer").observe(done - prepared.fetched)
+        m.candidates.inc(len(prepared.candidates))
         m.cache_hits.inc(stats.cache_hits)
         m.cache_misses.inc(stats.cache_misses)
         for table, count in stats.unknown.items():

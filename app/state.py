@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.batching import MicroBatcher
 from app.bundle import BundleHolder
 from app.cache import RowCache
 from app.config import Settings
@@ -12,6 +13,8 @@ from app.metrics import Metrics
 from app.scoring import ScoringService
 from app.watcher import BundleWatcher
 from core.redis_conn import RedisClient, connect_redis
+
+BATCH_RUNNERS = 2  # batches in flight at once: one runs while the next one gathers
 
 
 @dataclass
@@ -23,6 +26,12 @@ class AppState:
     metrics: Metrics
     service: ScoringService
     watcher: BundleWatcher
+    batcher: MicroBatcher
+
+    def batching_now(self) -> bool:
+        mode = self.settings.batching
+        bundle = self.holder.current
+        return mode == "on" or (mode == "auto" and bundle is not None and bundle.provider == "cuda")
 
 
 def build_state(settings: Settings) -> AppState:
@@ -47,7 +56,10 @@ def build_state(settings: Settings) -> AppState:
         poll_interval_s=settings.poll_interval_s,
     )
     watcher.use_pubsub = settings.pubsub
-    return AppState(settings, client, holder, cache, metrics, service, watcher)
+    batcher = MicroBatcher(
+        metrics, settings.batch_max_requests, settings.batch_wait_ms / 1000, runners=BATCH_RUNNERS
+    )
+    return AppState(settings, client, holder, cache, metrics, service, watcher, batcher)
 
 
 def close_state(state: AppState) -> None:

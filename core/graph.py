@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-INPUTS = ("candidates", "history", "history_mask")  # (C, D), (T, D), (T,)
-OUTPUT = "scores"  # (C,)
+INPUTS = ("candidates", "history", "history_mask")  # (B, C, D), (B, T, D), (B, T)
+OUTPUT = "scores"  # (B, C): B users, each with its own C candidates and T behaviours
 
 
 def user_inputs(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -13,3 +13,8 @@ def user_inputs(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(history) == 0:
         return np.zeros((1, history.shape[1]), np.float32), np.zeros(1, np.float32)
     return np.ascontiguousarray(history, np.float32), np.ones(len(history), np.float32)
+
+
+def one_user_feeds(candidates: np.ndarray, history: np.ndarray, mask: np.ndarray) -> dict:
+    """Feeds for a batch of one: (C, D), (T, D), (T,) gain a leading axis (views, no copy)."""
+    return dict(zip(INPUTS, (candidates[None], history[None], mask[None]), strict=True))

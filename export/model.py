@@ -193,7 +193,10 @@ class DIN(nn.Module):
 
 
 class ServingGraph(nn.Module):
-    """The exported signature: one user's history once, broadcast over C candidates."""
+    """The exported signature: B users, each with its history once, broadcast over C candidates.
+
+    A single request is a batch of one; the service's micro-batcher pads several into one run.
+    """
 
     INPUTS = graph.INPUTS
     OUTPUT = graph.OUTPUT
@@ -203,6 +206,5 @@ class ServingGraph(nn.Module):
         self.dense = dense
 
     def forward(self, candidates: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor):
-        # candidates: (C, D), history: (T, D), history_mask: (T,) -> scores (C,)
-        batch = candidates.unsqueeze(0), history.unsqueeze(0), history_mask.unsqueeze(0)
-        return self.dense(*batch).squeeze(0)
+        # candidates: (B, C, D), history: (B, T, D), history_mask: (B, T) -> scores (B, C)
+        return self.dense(candidates, history, history_mask)

@@ -14,13 +14,19 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from core.graph import user_inputs
+from core.graph import one_user_feeds, user_inputs
 from export.data import Samples
 from export.model import DIN, DenseDIN, ServingGraph
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-5
 OPSET = 17
+DYNAMIC_AXES = {
+    "candidates": {0: "B", 1: "C"},
+    "history": {0: "B", 1: "T"},
+    "history_mask": {0: "B", 1: "T"},
+    "scores": {0: "B", 1: "C"},
+}
 
 
 class ParityError(RuntimeError):
@@ -34,7 +40,7 @@ def export_dense_onnx(dense: DenseDIN, *, split: bool = True) -> bytes:
         dense.attention.split = split
     graph = ServingGraph(dense).eval()
     dim = dense.config.goods_dim
-    example = (torch.randn(3, dim), torch.randn(5, dim), torch.ones(5))
+    example = (torch.randn(2, 3, dim), torch.randn(2, 5, dim), torch.ones(2, 5))
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -46,12 +52,7 @@ def export_dense_onnx(dense: DenseDIN, *, split: bool = True) -> bytes:
             output_names=[ServingGraph.OUTPUT],
             opset_version=OPSET,
             dynamo=False,
-            dynamic_axes={
-                "candidates": {0: "C"},
-                "history": {0: "T"},
-                "history_mask": {0: "T"},
-                "scores": {0: "C"},
-            },
+            dynamic_axes=DYNAMIC_AXES,
         )
     if dense.attention is not None:
         dense.attention.split = False
@@ -91,7 +92,7 @@ def check_parity(model: DIN, onnx_bytes: bytes, samples: Samples, n_users: int =
         history = goods_rows(model, samples.hist_item[row, :length], samples.hist_cat[row, :length])
         hist, mask = user_inputs(history)
         cand = goods_rows(model, slate.item, slate.cat)
-        got = session.run(None, {"candidates": cand, "history": hist, "history_mask": mask})[0]
+        got = session.run(None, one_user_feeds(cand, hist, mask))[0][0]
         worst = max(worst, float(np.abs(got - expected).max()))
     if worst > PARITY_TOLERANCE:
         raise ParityError(f"ONNX differs from PyTorch by {worst:.3g} > {PARITY_TOLERANCE}")

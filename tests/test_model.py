@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.graph import user_inputs
+from core.graph import one_user_feeds, user_inputs
 from export.model import DIN, DenseDIN, Dice, DINConfig
 from export.to_onnx import cpu_session, export_dense_onnx
 
@@ -64,7 +64,7 @@ def test_onnx_matches_torch_for_any_candidate_and_history_count(split, pooling):
     for n_cand, n_hist in [(1, 1), (17, 3), (100, 50), (4, 200)]:
         cand = np.random.default_rng(n_cand).standard_normal((n_cand, 36)).astype(np.float32)
         hist, mask = user_inputs(np.random.default_rng(n_hist).standard_normal((n_hist, 36)))
-        got = session.run(None, {"candidates": cand, "history": hist, "history_mask": mask})[0]
+        got = session.run(None, one_user_feeds(cand, hist, mask))[0][0]
         with torch.no_grad():
             want = dense(*(torch.from_numpy(a)[None] for a in (cand, hist, mask)))[0].numpy()
         assert got.shape == (n_cand,)
@@ -77,6 +77,6 @@ def test_empty_history_is_one_masked_row_and_scores_like_sum_of_nothing():
     hist, mask = user_inputs(np.zeros((0, 36), np.float32))
     assert hist.shape == (1, 36) and mask.tolist() == [0.0]
     cand = np.ones((2, 36), np.float32)
-    got = session.run(None, {"candidates": cand, "history": hist, "history_mask": mask})[0]
-    other = session.run(None, {"candidates": cand, "history": hist + 5, "history_mask": mask})[0]
+    got = session.run(None, one_user_feeds(cand, hist, mask))[0][0]
+    other = session.run(None, one_user_feeds(cand, hist + 5, mask))[0][0]
     assert np.allclose(got, other, atol=1e-7)

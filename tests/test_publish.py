@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core import keys
-from core.graph import user_inputs
+from core.graph import one_user_feeds, user_inputs
 from core.manifest import Manifest
 from core.rows import decode_rows
 from export import gc
@@ -48,7 +48,7 @@ def test_scores_from_redis_rows_and_onnx_equal_pytorch(
         behaviours = list(vocab[test.hist_item[row, : test.hist_len[row]]])
         hist = fetch_rows(redis_client, ns, manifest.version, "item", behaviours, manifest)
         hist, mask = user_inputs(hist.reshape(-1, manifest.goods_dim))
-        got = session.run(None, {"candidates": cands, "history": hist, "history_mask": mask})[0]
+        got = session.run(None, one_user_feeds(cands, hist, mask))[0][0]
         worst = max(worst, float(np.abs(got - want).max()))
     assert worst <= 1e-5
 

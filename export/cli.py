@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
 
+from core.manifest import ROW_DTYPES
 from core.redis_conn import RedisClient, connect_redis
 from export import gc, publish
 from export.bundle import Bundle, build_bundle, load_bundle, save_bundle
@@ -38,8 +40,6 @@ DEFAULT_BUNDLE = Path("artifacts/bundle")
 
 
 def redis_client(url: str, cluster: bool) -> RedisClient:
-    import os
-
     password = os.environ.get("CTR_REDIS_PASSWORD")
     if os.environ.get("CTR_REDIS_PASSWORD_FILE"):
         password = Path(os.environ["CTR_REDIS_PASSWORD_FILE"]).read_text().strip()
@@ -106,16 +106,25 @@ def publish_cmd(
     version: Annotated[str | None, typer.Option(help="default: the next vN")] = None,
     row_dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
     activate: Annotated[bool, typer.Option(help="flip the active pointer after")] = True,
+    progress: bool = True,
 ) -> None:
     """Publish a saved bundle as a new version (and activate it unless --no-activate)."""
+    if row_dtype not in ROW_DTYPES:
+        raise typer.Exit(_fail(f"--row-dtype must be one of {ROW_DTYPES}"))
     bundle = load_bundle(bundle_dir)
-    _publish(bundle, redis_url, cluster, namespace, version, row_dtype, activate)
+    _publish(bundle, redis_url, cluster, namespace, version, row_dtype, activate, progress)
 
 
-def _publish(bundle: Bundle, url, cluster, namespace, version, row_dtype, activate) -> None:
+def _publish(bundle: Bundle, url, cluster, namespace, version, row_dtype, activate, progress):
     client = redis_client(url, cluster)
     manifest = publish.publish_bundle(
-        client, namespace, bundle, version=version, row_dtype=row_dtype, activate=activate
+        client,
+        namespace,
+        bundle,
+        version=version,
+        row_dtype=row_dtype,
+        activate=activate,
+        progress=progress,
     )
     state = "active" if activate else "published, not active"
     typer.echo(f"{manifest.version} {state}")
@@ -194,7 +203,7 @@ def run(
     """Train, export, publish and activate, in one go."""
     bundle = train_bundle(out, model, epochs, seed, "dice", False, data_dir, None, progress)
     typer.echo(json.dumps(bundle.metrics, indent=2))
-    _publish(bundle, redis_url, cluster, namespace, None, row_dtype, True)
+    _publish(bundle, redis_url, cluster, namespace, None, row_dtype, True, progress)
 
 
 def _fail(message: str) -> int:

@@ -11,11 +11,17 @@ import orjson
 import redis
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.limits import check_limits, parse_score_request
-from app.schemas import ErrorResponse, ReadyResponse, ScoreRequest, ScoreResponse
+from app.schemas import (
+    ErrorResponse,
+    ReadyResponse,
+    ScoreRequest,
+    ScoreResponse,
+    ValidationErrorResponse,
+)
 from app.scoring import NoModel, ScoreResult
 from app.state import AppState
 
@@ -29,6 +35,10 @@ def get_state(request: Request) -> AppState:
 
 StateDep = Annotated[AppState, Depends(get_state)]
 UNAVAILABLE = {503: {"model": ErrorResponse, "description": "Redis or the model is unavailable"}}
+REJECTED = {
+    413: {"model": ErrorResponse, "description": "the body is over CTR_MAX_BODY_BYTES"},
+    422: {"model": ValidationErrorResponse, "description": "a field is malformed or over a limit"},
+}
 
 
 def json_response(body: dict, status_code: int = 200, **options) -> Response:
@@ -54,7 +64,10 @@ SCORE_BODY = {
 
 
 @router.post(
-    "/v1/score", response_model=ScoreResponse, responses=UNAVAILABLE, openapi_extra=SCORE_BODY
+    "/v1/score",
+    response_model=ScoreResponse,
+    responses=UNAVAILABLE | REJECTED,
+    openapi_extra=SCORE_BODY,
 )
 async def score(request: Request, state: StateDep) -> Response:
     """Score candidate ads for a user with the active model version."""
@@ -81,10 +94,14 @@ async def score(request: Request, state: StateDep) -> Response:
 
 
 async def run_score(state: AppState, body: ScoreRequest) -> ScoreResult:
-    """One thread hop for fetch and inference, or fetch then a shared micro-batched run."""
+    """One thread hop for fetch and inference, or fetch then a shared micro-batched run.
+
+    At the deadline the request answers and leaves its thread to finish alone: redis-py can
+    outlast the Redis timeout (on a cluster it re-sends each failed per-slot MGET).
+    """
     if not state.batching_now():
-        return await anyio.to_thread.run_sync(state.service.score, body)
-    prepared = await anyio.to_thread.run_sync(state.service.prepare, body)
+        return await anyio.to_thread.run_sync(state.service.score, body, abandon_on_cancel=True)
+    prepared = await anyio.to_thread.run_sync(state.service.prepare, body, abandon_on_cancel=True)
     return state.service.finish(prepared, await state.batcher.score(prepared))
 
 
@@ -118,7 +135,7 @@ def _ping(state: AppState) -> str:
     return "ok"
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics."""
     state.metrics.cache_rows.set(len(state.cache))

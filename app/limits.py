@@ -12,6 +12,7 @@ from app.config import Settings
 from app.schemas import Item, ScoreRequest
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # the same rule, for the OpenAPI schema
 
 
 class BodySizeLimit:
@@ -65,6 +66,17 @@ def parse_score_request(raw: bytes) -> ScoreRequest:
     except ValidationError as error:
         errors = error.errors(include_url=False, include_input=False, include_context=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def document_limits(schemas: dict, settings: Settings) -> None:
+    """Write the configured limits into the OpenAPI schemas, so the contract is the real one."""
+    ids = {"maxLength": settings.max_id_length, "pattern": ID_PATTERN}
+    request, item = schemas["ScoreRequest"]["properties"], schemas["Item"]["properties"]
+    request["user_id"] |= ids
+    item["item_id"] |= ids
+    item["category"]["anyOf"][0] |= ids
+    request["candidates"]["maxItems"] = settings.max_candidates
+    request["history"]["anyOf"][0]["maxItems"] = settings.max_history
 
 
 def check_limits(request: ScoreRequest, settings: Settings) -> None:

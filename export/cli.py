@@ -28,7 +28,12 @@ from export.data import DEFAULT_DATA_DIR, DataUnavailable, load_movielens, save_
 from export.model import DINConfig
 from export.train import TrainConfig, train_model
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback must never print the Redis password
+    help=__doc__.splitlines()[0],
+)
 log = logging.getLogger("ctr-export")
 
 RedisUrl = Annotated[str, typer.Option(envvar="CTR_REDIS_URL", help="redis:// or rediss://")]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
@@ -33,7 +34,9 @@ def wait_ready(get, timeout_s: float = 20.0, version: str | None = None) -> dict
 
 @contextmanager
 def in_process(redis_url: str, ns: str, ready: bool = True, **overrides):
-    settings = Settings(redis_url=redis_url, namespace=ns, poll_interval_s=0.5, **overrides)
+    settings = Settings(
+        **{"redis_url": redis_url, "namespace": ns, "poll_interval_s": 0.5} | overrides
+    )
     with TestClient(create_app(settings)) as client:
         if ready:
             wait_ready(client.get)
@@ -43,8 +46,9 @@ def in_process(redis_url: str, ns: str, ready: bool = True, **overrides):
 class ServiceProcess:
     """`uvicorn app.main:app` on a free port, configured through CTR_* variables."""
 
-    def __init__(self, redis_url: str, ns: str, **settings) -> None:
+    def __init__(self, redis_url: str, ns: str, output: Path | None = None, **settings) -> None:
         self.port = free_port()
+        self.output = output  # stdout and stderr go here when given
         self.env = {
             **os.environ,
             "CTR_REDIS_URL": redis_url,
@@ -67,7 +71,8 @@ class ServiceProcess:
             str(self.port),
             "--no-access-log",
         ]
-        self.process = subprocess.Popen(command, env=self.env)
+        log = open(self.output, "ab") if self.output else None  # noqa: SIM115
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
         return self
 
     def wait_ready(self, timeout_s: float = 30.0, version: str | None = None) -> dict:

@@ -1,7 +1,9 @@
+import socket
+
 import pytest
 
 from export.publish import publish_bundle
-from tests.service import in_process
+from tests.service import in_process, service_process
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +73,89 @@ def test_body_over_the_limit_is_413_before_parsing(client):
 def test_unicode_ids_are_fine(client):
     response = client.post("/v1/score", json={"user_id": "ü", "candidates": [{"item_id": "広告"}]})
     assert response.status_code == 200 and response.json()["unknown_ids"] == 1
+
+
+@pytest.fixture(scope="module")
+def roomy_client(redis_server, client):
+    """The default 1 MB body limit, so deep nesting reaches the JSON parser."""
+    with in_process(redis_server.url, "validation") as roomy:
+        yield roomy
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"user_id": "u", "candidates": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    ],
+    ids=["arrays", "arrays-in-a-field", "objects"],
+)
+def test_deeply_nested_json_is_a_422_not_a_crash(roomy_client, body):
+    assert "recursion limit" in problem(roomy_client, content=body)
+
+
+def with_id(field: str, value: str) -> dict:
+    payload = {"user_id": "u", "candidates": [{"item_id": "1"}]}
+    if field == "user_id":
+        payload["user_id"] = value
+    elif field == "category":
+        payload["candidates"] = [{"item_id": "1", "category": value}]
+    else:
+        payload["history"] = [{"item_id": value}]
+    return payload
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\n", "\t", "\x1f", "\r"])
+@pytest.mark.parametrize("field", ["user_id", "category", "history"])
+def test_control_characters_in_any_id_get_422(client, char, field):
+    assert field in problem(client, with_id(field, f"a{char}b"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"user_id": "\\ud800x", "candidates": [{"item_id": "1"}]}',
+        b'{"user_id": "u", "candidates": [{"item_id": "\\udfff"}]}',
+        b'{"user_id": "\xff\xfe", "candidates": [{"item_id": "1"}]}',
+        b'\xef\xbb\xbf{"user_id": "u", "candidates": [{"item_id": "1"}]}',
+        b'{"user_id": "u", "candidates": [{"item_id": "1"}]} trailing',
+    ],
+    ids=["lone-high-surrogate", "lone-low-surrogate", "invalid-utf8", "bom", "trailing-garbage"],
+)
+def test_undecodable_text_is_a_422_not_a_500(client, body):
+    assert "json_invalid" in problem(client, content=body)
+
+
+def test_astral_and_invisible_unicode_ids_are_scored(client):
+    ids = ["\U0001f600", "\u200b\u202e", "\ufeffx"]
+    payload = {"user_id": "\u05d0", "candidates": [{"item_id": i} for i in ids]}
+    response = client.post("/v1/score", json=payload)
+    assert response.status_code == 200 and response.json()["unknown_ids"] == 3
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def raw_post(port: int, headers: bytes, body_parts: list[bytes]) -> bytes:
+    """Send a request whose body never ends, and read whatever the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n")
+        for part in body_parts:
+            sock.sendall(part)
+        reply = b""
+        while b"}" not in reply and (data := sock.recv(4096)):  # up to the end of the JSON
+            reply += data
+        return reply
+
+
+def test_oversized_bodies_get_413_before_the_body_is_complete(redis_server, client):
+    with service_process(redis_server.url, "validation", max_body_bytes=4096) as service:
+        service.wait_ready()
+        chunked = b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        reply = raw_post(service.port, chunked, [chunk(b"[" * 2048)] * 3)  # no last chunk
+        assert reply.startswith(b"HTTP/1.1 413") and b"body_too_large" in reply
+        declared = b"Content-Type: application/json\r\nContent-Length: 10000000000\r\n"
+        reply = raw_post(service.port, declared, [b"{"])
+        assert reply.startswith(b"HTTP/1.1 413") and b"body_too_large" in reply

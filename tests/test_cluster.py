@@ -1,0 +1,142 @@
+"""Redis Cluster: publish, serve, hot-swap and gc against three real cluster-enabled masters."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from app.bundle import load_bundle
+from app.cache import RowCache
+from app.features import RowFetcher
+from core import keys
+from core.local_redis import LocalRedisCluster
+from core.redis_conn import connect_redis
+from core.rows import encode_rows
+from export import gc
+from export.publish import list_versions, publish_bundle
+from tests.factories import synthetic_bundle
+from tests.service import in_process, wait_ready
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    server = LocalRedisCluster().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster_client(cluster):
+    client = connect_redis(cluster.url, cluster=True, timeout_s=5.0)
+    yield client
+    client.close()
+
+
+def payloads(bundle, n: int = 6, size: int = 150, seed: int = 3) -> list[dict]:
+    """Users with stored histories; every other one sends its own history with categories."""
+    rng = np.random.default_rng(seed)
+    items, cats = bundle.tables["item"].ids, bundle.tables["cat"].ids
+    out = []
+    for k, user in enumerate(sorted(bundle.histories)[:n]):
+        candidates = [{"item_id": str(i)} for i in rng.choice(items, size, replace=False)]
+        payload = {"user_id": user, "candidates": [*candidates, {"item_id": "no-such-item"}]}
+        if k % 2:
+            history = zip(rng.choice(items, 20), rng.choice(cats, 20), strict=True)
+            payload["history"] = [{"item_id": str(i), "category": str(c)} for i, c in history]
+        out.append(payload)
+    return out
+
+
+def keys_per_node(cluster) -> list[int]:
+    return [node.client().dbsize() for node in cluster.nodes]
+
+
+def test_cluster_serves_the_same_scores_as_a_single_node(
+    redis_server, redis_client, cluster, cluster_client, ns, bundle
+):
+    publish_bundle(redis_client, ns, bundle, progress=False)
+    publish_bundle(cluster_client, ns, bundle, progress=False)
+    assert all(count > 100 for count in keys_per_node(cluster)), "rows are not spread"
+    with (
+        in_process(redis_server.url, ns) as single,
+        in_process(cluster.url, ns, redis_cluster=True) as clustered,
+    ):
+        for payload in payloads(bundle):
+            one = single.post("/v1/score", json=payload)
+            many = clustered.post("/v1/score", json=payload)
+            assert one.status_code == many.status_code == 200, many.text
+            assert one.json() == many.json()
+
+
+def test_cluster_fetch_sends_one_mget_per_slot_to_the_owning_node(cluster, cluster_client, ns):
+    small = synthetic_bundle(400)
+    version = publish_bundle(cluster_client, ns, small, progress=False).version
+    loaded = load_bundle(cluster_client, ns, version, "cpu", 1)
+    fetcher = RowFetcher(cluster_client, ns, RowCache(0))
+    ids = [str(i) for i in small.tables["item"].ids[:150]]
+    for node in cluster.nodes:
+        node.client().config_resetstat()
+    rows, stats = fetcher.fetch_tables(loaded, {"item": ids})
+    assert rows["item"] == encode_rows(small.tables["item"].rows[:150], "float32")
+    assert stats.cache_misses == 150 and stats.unknown == {"item": 0}
+    expected = slots_per_node(cluster_client, keys.row_keys(ns, version, "item", ids))
+    for node in cluster.nodes:
+        calls = node.client().info("commandstats")
+        assert calls.get("cmdstat_mget", {}).get("calls", 0) == expected[node.port]
+        assert "cmdstat_get" not in calls
+
+
+def slots_per_node(client, row_keys: list[str]) -> dict[int, int]:
+    slots = {client.keyslot(key) for key in row_keys}
+    owners = [client.nodes_manager.get_node_from_slot(slot).port for slot in slots]
+    return {port: owners.count(port) for port in set(owners)}
+
+
+@pytest.mark.parametrize(
+    "follow", [{"pubsub": True, "poll_interval_s": 60.0}, {"pubsub": False, "poll_interval_s": 0.3}]
+)
+def test_hot_swap_on_the_cluster_switches_every_request_to_the_new_version(
+    cluster, cluster_client, ns, bundle, other_bundle, follow
+):
+    v1 = publish_bundle(cluster_client, ns, bundle, progress=False).version
+    payload = payloads(bundle, n=2)[1]
+    with in_process(cluster.url, ns, redis_cluster=True, **follow) as client:
+        wait_ready(client.get, version=v1)
+        before = client.post("/v1/score", json=payload).json()
+        v2 = publish_bundle(cluster_client, ns, other_bundle, progress=False).version
+        wait_ready(client.get, timeout_s=3.0, version=v2)
+        after = client.post("/v1/score", json=payload).json()
+    assert (before["version"], after["version"]) == (v1, v2)
+    assert before["scores"] != after["scores"]
+
+
+def test_gc_on_the_cluster_deletes_old_versions_from_every_node(cluster_client, ns):
+    for seed in range(4):
+        publish_bundle(cluster_client, ns, synthetic_bundle(300, seed=seed), progress=False)
+    deleted = gc.collect_garbage(cluster_client, ns, keep=1)  # v4 active, v3 previous
+    assert sorted(deleted) == ["v1", "v2"]
+    assert all(count == 300 + 5 + 2 for count in deleted.values())  # rows, manifest, onnx
+    assert [e["version"] for e in list_versions(cluster_client, ns)] == ["v3", "v4"]
+    for version, left in (("v1", 0), ("v2", 0), ("v3", 307), ("v4", 307)):
+        pattern = keys.version_pattern(ns, version)
+        assert len(list(cluster_client.scan_iter(match=pattern, count=1000))) == left
+
+
+def test_slow_cluster_node_gives_503_by_the_request_deadline_then_scores(
+    cluster, cluster_client, ns, bundle
+):
+    publish_bundle(cluster_client, ns, bundle, progress=False)
+    payload = payloads(bundle, n=2)[1]
+    settings = {"redis_cluster": True, "redis_timeout_s": 0.2, "request_timeout_s": 1.0}
+    with in_process(cluster.url, ns, cache_rows=0, **settings) as client:
+        before = client.post("/v1/score", json=payload).json()
+        slow = cluster.nodes[1].client()
+        slow.execute_command("CLIENT", "PAUSE", 3000, "ALL")  # below the node timeout
+        started = time.perf_counter()
+        response = client.post("/v1/score", json=payload)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 503 and elapsed < 1.0 + 0.7, (response.text, elapsed)
+        slow.execute_command("CLIENT", "UNPAUSE")
+        assert client.post("/v1/score", json=payload).json() == before

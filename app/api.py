@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Annotated
 
-import anyio
 import orjson
 import redis
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import Receive, Scope, Send
 
 from app.limits import check_limits, parse_score_request
 from app.schemas import (
@@ -45,14 +46,14 @@ def json_response(body: dict, status_code: int = 200, **options) -> Response:
     return Response(orjson.dumps(body), status_code, media_type="application/json", **options)
 
 
-def unavailable(error: str, detail: str) -> Response:
-    return json_response({"error": error, "detail": detail}, 503, headers={"Retry-After": "1"})
+def validation_body(error: RequestValidationError) -> dict:
+    """Each bad field named; inputs are not echoed (they may be huge or not JSON)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    return {"error": "invalid_request", "detail": detail}
 
 
 async def validation_failed(request: Request, error: RequestValidationError) -> Response:
-    """422 naming each bad field; inputs are not echoed (they may be huge or not JSON)."""
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
-    return json_response({"error": "invalid_request", "detail": detail}, 422)
+    return json_response(validation_body(error), 422)
 
 
 SCORE_BODY = {
@@ -71,26 +72,64 @@ SCORE_BODY = {
 )
 async def score(request: Request, state: StateDep) -> Response:
     """Score candidate ads for a user with the active model version."""
-    body = parse_score_request(await request.body())  # one pass: JSON parse and validation
-    check_limits(body, state.settings)
+    status, body, headers = await handle_score(state, await request.body())
+    return Response(body, status, headers, media_type="application/json")
+
+
+class ScoreEndpoint:
+    """The same route as plain ASGI: served ahead of `score`, it skips the framework's
+    per-request work (request objects, dependency solving), about a tenth of a request."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state.ctr
+        status, body, headers = await handle_score(state, await read_body(receive))
+        raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def handle_score(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
+    """(status, JSON body, extra headers) for one score request."""
+    try:
+        body = parse_score_request(raw)  # one pass: JSON parse and validation
+        check_limits(body, state.settings)
+    except RequestValidationError as error:
+        return 422, orjson.dumps(validation_body(error)), {}
     started = time.perf_counter()
     try:
-        with anyio.fail_after(state.settings.request_timeout_s):
+        async with asyncio.timeout(state.settings.request_timeout_s):
             result = await run_score(state, body)
     except NoModel as error:
         state.metrics.requests.labels(outcome="no_model").inc()
-        return unavailable("no_model", str(error))
+        return unavailable_body("no_model", str(error))
     except (redis.RedisError, OSError) as error:
         state.metrics.redis_errors.labels(op="score").inc()
         state.metrics.requests.labels(outcome="redis_error").inc()
         log.warning("score failed on Redis: %s", type(error).__name__)
-        return unavailable("redis_unavailable", "the feature store did not answer in time")
+        return unavailable_body("redis_unavailable", "the feature store did not answer in time")
     except TimeoutError:
         state.metrics.requests.labels(outcome="timeout").inc()
-        return unavailable("timeout", "the request passed its deadline")
+        return unavailable_body("timeout", "the request passed its deadline")
     state.metrics.stage_seconds.labels(stage="total").observe(time.perf_counter() - started)
     state.metrics.requests.labels(outcome="ok").inc()
-    return json_response(result.to_dict())
+    return 200, orjson.dumps(result.to_dict()), {}
+
+
+def unavailable_body(error: str, detail: str) -> tuple[int, bytes, dict]:
+    return 503, orjson.dumps({"error": error, "detail": detail}), {"Retry-After": "1"}
 
 
 async def run_score(state: AppState, body: ScoreRequest) -> ScoreResult:
@@ -100,8 +139,8 @@ async def run_score(state: AppState, body: ScoreRequest) -> ScoreResult:
     outlast the Redis timeout (on a cluster it re-sends each failed per-slot MGET).
     """
     if not state.batching_now():
-        return await anyio.to_thread.run_sync(state.service.score, body, abandon_on_cancel=True)
-    prepared = await anyio.to_thread.run_sync(state.service.prepare, body, abandon_on_cancel=True)
+        return await state.in_worker(state.service.score, body)
+    prepared = await state.in_worker(state.service.prepare, body)
     return state.service.finish(prepared, await state.batcher.score(prepared))
 
 
@@ -114,7 +153,7 @@ async def healthz() -> dict:
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def readyz(state: StateDep) -> Response:
     """Readiness: a bundle is loaded and Redis answers."""
-    redis_status = await anyio.to_thread.run_sync(_ping, state)
+    redis_status = await state.in_worker(_ping, state)
     bundle = state.holder.current
     ready = bundle is not None and redis_status == "ok"
     body = {

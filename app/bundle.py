@@ -91,8 +91,13 @@ def _make_scorer(onnx_bytes: bytes, manifest: Manifest, device: str, threads: in
         raise BundleRefused(f"{manifest.version}: ONNX does not load: {error}") from error
     if scorer.input_names != manifest.onnx_inputs:
         raise BundleRefused(f"{manifest.version}: graph inputs {scorer.input_names}")
-    if scorer.input_dims()[:2] != [manifest.goods_dim] * 2:
-        raise BundleRefused(f"{manifest.version}: graph dims {scorer.input_dims()} != rows")
+    shapes = scorer.input_shapes()
+    widths = [s[-1] for s in shapes[:2]]
+    if [len(s) for s in shapes] != [3, 3, 2] or widths != [manifest.goods_dim] * 2:
+        raise BundleRefused(
+            f"{manifest.version}: graph inputs shaped {shapes}, rows are "
+            f"{manifest.goods_dim} wide (expected (B, C, D), (B, T, D), (B, T))"
+        )
     return scorer
 
 

@@ -11,8 +11,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
 
-from app.api import router, validation_failed
+from app.api import ScoreEndpoint, router, validation_failed
 from app.config import Settings
 from app.limits import BodySizeLimit, document_limits
 from app.logs import configure_logging
@@ -38,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="DIN CTR serving", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
+    app.router.routes.insert(
+        0, Route("/v1/score", ScoreEndpoint(), methods=["POST"], include_in_schema=False)
+    )
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.openapi = lambda: openapi_with_request_models(app, settings)

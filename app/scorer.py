@@ -59,8 +59,8 @@ class Scorer:
         self.provider = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.input_names = [i.name for i in session.get_inputs()]
 
-    def input_dims(self) -> list[int | str]:
-        return [i.shape[-1] for i in self.session.get_inputs()]
+    def input_shapes(self) -> list[list[int | str]]:
+        return [list(i.shape) for i in self.session.get_inputs()]
 
     def score(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """One user: (C, D), (T, D), (T,) -> (C,)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.batching import MicroBatcher
 from app.bundle import BundleHolder
@@ -14,7 +18,11 @@ from app.scoring import ScoringService
 from app.watcher import BundleWatcher
 from core.redis_conn import RedisClient, connect_redis
 
+WORKER_THREADS = 16  # blocking Redis and onnxruntime calls; onnxruntime releases the GIL
 BATCH_RUNNERS = 2  # batches in flight at once: one runs while the next one gathers
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,6 +35,12 @@ class AppState:
     service: ScoringService
     watcher: BundleWatcher
     batcher: MicroBatcher
+    workers: ThreadPoolExecutor
+
+    async def in_worker(self, function: Callable[..., T], *args) -> T:
+        """Run blocking work on the worker threads. A caller that gives up (its deadline)
+        leaves the thread to finish alone; the event loop never waits on it."""
+        return await asyncio.get_running_loop().run_in_executor(self.workers, function, *args)
 
     def batching_now(self) -> bool:
         mode = self.settings.batching
@@ -59,9 +73,11 @@ def build_state(settings: Settings) -> AppState:
     batcher = MicroBatcher(
         metrics, settings.batch_max_requests, settings.batch_wait_ms / 1000, runners=BATCH_RUNNERS
     )
-    return AppState(settings, client, holder, cache, metrics, service, watcher, batcher)
+    workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="score")
+    return AppState(settings, client, holder, cache, metrics, service, watcher, batcher, workers)
 
 
 def close_state(state: AppState) -> None:
     state.watcher.stop()
+    state.workers.shutdown(wait=False, cancel_futures=True)
     state.client.close()

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 RUN    := .run
 PORT   ?= 8000
 
-.PHONY: venv test lint demo stop bench soak clean
+.PHONY: venv test lint demo stop bench bench-quality soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ stop: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+bench-quality: $(STAMP)
+	$(BIN)/python -m bench.quality
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     namespace: str = Field("din", min_length=1, description="key prefix of the bundles")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="onnxruntime device")
     ort_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
+    worker_threads: int = Field(4, ge=1, description="threads running Redis and inference")
     max_candidates: int = Field(2000, ge=1, description="candidates per request")
     max_history: int = Field(200, ge=1, description="behaviours per explicit history")
     max_id_length: int = Field(64, ge=1, description="characters per raw id")

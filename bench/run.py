@@ -1,0 +1,116 @@
+"""The benchmark suite: every section in one run, a table per section, then the ratios.
+
+    make bench                     # or: python -m bench.run
+    python -m bench.run --publish-rows 200000   # a shorter bulk-load section
+
+Writes bench/results/bench.json. Sections, in order: compute floor (session.run), PyTorch
+eager, in-process path, stage breakdown, Redis fetch, HTTP end to end, Redis memory per row,
+bulk load, ratios. About 2 minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+from bench import eager, floor, http_load, inprocess, publish, redis_bench, stages
+from bench.common import cpu_model, write_json
+from bench.model import load_bench_model
+from bench.ratios import ratios, ratios_table
+from bench.report import print_table
+from bench.servers import redis_binaries
+from bench.stack import published_stack
+
+
+class Sections:
+    """Runs each section, prints its table, and keeps its result, duration and load.
+
+    The 1-minute load average after each section shows whether other work shared the cores.
+    """
+
+    def __init__(self) -> None:
+        self.results: dict = {}
+        self.seconds: dict[str, float] = {}
+        self.load: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable, *args, table: Callable | None = None):
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        result = self.results[name] = fn(*args)
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+        self.load[name] = round(os.getloadavg()[0], 2)
+        if table is not None:
+            print_table(*table(result))
+        return result
+
+
+def environment() -> dict:
+    redis = redis_binaries()[0]
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
+        "redis_py": _version("redis"),
+        "redis_server": f"{redis.version} ({redis.allocator})",
+        "load_average_at_start": os.getloadavg()[0],
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def run_all(publish_rows: int) -> dict:
+    s = Sections()
+    s.results["environment"] = environment()
+    bench = s.run("model", load_bench_model)  # may train, with torch's default threads
+    s.results["model"] = bench.source
+    torch.set_num_threads(1)  # no idle intra-op threads next to the timed code
+    items = bench.bundle.tables["item"].ids
+    s.run("floor", floor.run_floor, bench, table=floor.floor_table)
+    s.run("eager", eager.run_eager, bench, table=eager.eager_table)
+    with published_stack(bench) as stack:
+        on = (*stack.args(), items)
+        s.run("inprocess", inprocess.run_inprocess, *on, table=inprocess.inprocess_table)
+        s.run("stages", stages.run_stages, *on, table=stages.stages_table)
+        s.run("redis_fetch", redis_bench.run_fetch, *on, table=redis_bench.fetch_table)
+        s.run("http", http_load.run_http, stack, items, table=http_load.http_table)
+    s.run("redis_memory", redis_bench.run_memory, table=redis_bench.memory_table)
+    s.run("publish", publish.run_publish, None, publish_rows, table=publish.publish_table)
+    s.results["ratios"] = ratios(s.results, redis_bench.ratio_d(s.results["redis_memory"]))
+    print_table(*ratios_table(s.results["ratios"]))
+    return s.results | {"seconds": s.seconds, "load_average_after": s.load}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--publish-rows", type=int, default=publish.ROWS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"warning: load average {load:.2f} at the start; expect noise", file=sys.stderr)
+    started = time.perf_counter()
+    results = run_all(args.publish_rows)
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    path = write_json("bench.json", results)
+    print(f"\nwrote {path}; total {results['total_seconds']:.0f} s")
+    print(f"seconds per section: {results['seconds']}")
+    print(f"load average after each section: {results['load_average_after']}")
+
+
+if __name__ == "__main__":
+    main()

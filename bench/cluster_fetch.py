@@ -20,7 +20,6 @@ import numpy as np
 from app.bundle import load_bundle
 from app.cache import RowCache
 from app.features import RowFetcher
-from bench.bundles import synthetic_bundle
 from bench.common import write_json
 from bench.report import print_table
 from bench.servers import redis_binaries
@@ -28,6 +27,7 @@ from core import keys
 from core.local_redis import LocalRedis, LocalRedisCluster
 from core.redis_conn import connect_redis
 from export.publish import publish_bundle
+from export.synthetic import synthetic_bundle
 
 NAMESPACE = "bench"
 N_ITEMS = 20_000

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.bundles import synthetic_bundle
 from bench.common import write_json
 from bench.report import print_table
 from bench.servers import Service, redis_binaries, redis_server
 from export.publish import activate_version, publish_bundle
+from export.synthetic import synthetic_bundle
 
 NAMESPACE, CLIENTS, N_ITEMS = "swap", 8, 2000
 

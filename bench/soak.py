@@ -27,13 +27,13 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.bundles import synthetic_bundle
 from bench.common import RESULTS_DIR, write_json
 from bench.report import print_table
 from bench.servers import Service, redis_binaries
 from core.local_redis import LocalRedis
 from core.redis_conn import connect_redis
 from export.publish import activate_version, publish_bundle
+from export.synthetic import synthetic_bundle
 
 NAMESPACE = "soak"
 N_ITEMS, N_USERS, N_PAYLOADS = 20_000, 2_000, 512

@@ -12,8 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from export.bundle import Bundle, Table
 from export.data import Dataset, Samples, _test_users
+from export.model import DenseDIN, DINConfig
+from export.to_onnx import export_dense_onnx
 
 
 @dataclass
@@ -81,3 +85,25 @@ def synthetic_table(n_rows: int, dim: int = 36, seed: int = 0) -> tuple[np.ndarr
     """Raw ids and float32 rows for publish-throughput tests at scale."""
     rows = np.random.default_rng(seed).standard_normal((n_rows, dim)).astype(np.float32)
     return np.char.add("s", np.arange(n_rows).astype(str)), rows
+
+
+def synthetic_bundle(n_items: int, n_cats: int = 20, seed: int = 0, n_users: int = 0) -> Bundle:
+    """An untrained bundle of any size (seeded random rows and weights), for scale and
+    serving tests that need rows and a graph, not accuracy; n_users get a stored history."""
+    torch.manual_seed(seed)
+    config = DINConfig(n_items=n_items, n_cats=n_cats)
+    item_ids, item_rows = synthetic_table(n_items, config.goods_dim, seed)
+    rng = np.random.default_rng(seed)
+    cat_rows = rng.standard_normal((n_cats, config.cat_dim)).astype(np.float32)
+    histories = {f"u{k}": rng.choice(item_ids, 50).astype(str).tolist() for k in range(n_users)}
+    return Bundle(
+        onnx=export_dense_onnx(DenseDIN(config).eval()),
+        model_config=config.to_dict(),
+        item_dim=config.item_dim,
+        max_history=config.max_history,
+        tables={
+            "item": Table(item_ids, item_rows, item_rows.mean(axis=0)),
+            "cat": Table(np.array([f"c{i}" for i in range(n_cats)]), cat_rows, cat_rows.mean(0)),
+        },
+        histories=histories,
+    )

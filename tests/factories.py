@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import torch
-
 from core.redis_conn import connect_redis
-from export.bundle import Bundle, Table
-from export.model import DenseDIN, DINConfig
+from export.bundle import Bundle
 from export.publish import publish_bundle
-from export.synthetic import synthetic_table
-from export.to_onnx import export_dense_onnx
+from export.synthetic import synthetic_bundle as make_synthetic_bundle
 
 
 def synthetic_bundle(n_items: int, n_cats: int = 5, seed: int = 0) -> Bundle:
-    torch.manual_seed(seed)
-    config = DINConfig(n_items=n_items, n_cats=n_cats)
-    item_ids, item_rows = synthetic_table(n_items, config.goods_dim, seed)
-    cat_ids = np.array([f"c{i}" for i in range(n_cats)])
-    cat_rows = item_rows[:n_cats, config.item_dim :].copy()
-    return Bundle(
-        onnx=export_dense_onnx(DenseDIN(config).eval()),
-        model_config=config.to_dict(),
-        item_dim=config.item_dim,
-        max_history=config.max_history,
-        tables={
-            "item": Table(item_ids, item_rows, item_rows.mean(axis=0)),
-            "cat": Table(cat_ids, cat_rows, cat_rows.mean(axis=0)),
-        },
-    )
+    return make_synthetic_bundle(n_items, n_cats=n_cats, seed=seed)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ import time
 from typing import Annotated
 
 import orjson
-import redis
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
@@ -25,6 +24,7 @@ from app.schemas import (
 )
 from app.scoring import NoModel, ScoreResult
 from app.state import AppState
+from core.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -115,7 +115,7 @@ async def handle_score(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
     except NoModel as error:
         state.metrics.requests.labels(outcome="no_model").inc()
         return unavailable_body("no_model", str(error))
-    except (redis.RedisError, OSError) as error:
+    except REDIS_ERRORS as error:
         state.metrics.redis_errors.labels(op="score").inc()
         state.metrics.requests.labels(outcome="redis_error").inc()
         log.warning("score failed on Redis: %s", type(error).__name__)
@@ -155,7 +155,7 @@ async def readyz(state: StateDep) -> Response:
     """Readiness: a bundle is loaded and Redis answers."""
     redis_status = await state.in_worker(_ping, state)
     bundle = state.holder.current
-    ready = bundle is not None and redis_status == "ok"
+    ready = bundle is not None and redis_status == "ok" and state.watcher.alive
     body = {
         "ready": ready,
         "version": bundle.version if bundle else None,
@@ -168,7 +168,7 @@ async def readyz(state: StateDep) -> Response:
 def _ping(state: AppState) -> str:
     try:
         state.client.ping()
-    except (redis.RedisError, OSError) as error:
+    except REDIS_ERRORS as error:
         state.metrics.redis_errors.labels(op="ping").inc()
         return f"error: {type(error).__name__}"
     return "ok"

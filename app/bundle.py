@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from core.redis_conn import RedisClient
 from core.rows import DTYPES
 
 log = logging.getLogger(__name__)
+REFUSAL_RETRY_S = 60.0
 
 
 class BundleRefused(RuntimeError):
@@ -123,7 +125,15 @@ class BundleHolder:
     def __init__(self) -> None:
         self._current: LoadedBundle | None = None
         self._lock = threading.Lock()
-        self.refused: dict[str, str] = {}
+        self.refused: dict[str, tuple[str, float]] = {}  # version -> (reason, when)
+
+    def refuse(self, version: str, reason: str) -> None:
+        self.refused[version] = (reason, time.monotonic())
+
+    def recently_refused(self, version: str) -> bool:
+        """A refused version is not retried for REFUSAL_RETRY_S (no tight loop on a bad one)."""
+        refused = self.refused.get(version)
+        return refused is not None and time.monotonic() - refused[1] < REFUSAL_RETRY_S
 
     @property
     def current(self) -> LoadedBundle | None:

@@ -15,6 +15,7 @@ class RowCache:
         self.max_rows = max_rows
         self._rows: OrderedDict[RowKey, bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self.epoch = 0  # bumped by every invalidation: fills read before it are not stored
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -30,10 +31,16 @@ class RowCache:
                     rows.move_to_end((version, table, i))
         return found
 
-    def put_many(self, version: str, table: str, ids: list[str], values: list[bytes]) -> None:
+    def put_many(
+        self, version: str, table: str, ids: list[str], values: list[bytes], epoch: int
+    ) -> None:
+        """Store rows read while the cache was at `epoch`; skipped if rows were invalidated
+        since, so a row read just before an update never outlives it in the cache."""
         if not self.max_rows:
             return
         with self._lock:
+            if epoch != self.epoch:
+                return
             for i, value in zip(ids, values, strict=True):
                 self._rows[(version, table, i)] = value
             while len(self._rows) > self.max_rows:
@@ -41,7 +48,13 @@ class RowCache:
 
     def invalidate(self, version: str, table: str, ids: list[str]) -> int:
         with self._lock:
+            self.epoch += 1
             return sum(self._rows.pop((version, table, i), None) is not None for i in ids)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self.epoch += 1
 
     def drop_other_versions(self, keep: set[str]) -> None:
         with self._lock:

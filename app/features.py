@@ -49,6 +49,7 @@ class RowFetcher:
     ) -> tuple[dict[str, list[bytes]], FetchStats]:
         """Row bytes for unique ids per table, in the order asked; unknown -> default row."""
         version = bundle.version
+        epoch = self.cache.epoch  # read before the fetch: see RowCache.put_many
         found = {t: self.cache.get_many(version, t, ids) for t, ids in wanted.items()}
         missing = [
             (t, i)
@@ -56,14 +57,14 @@ class RowFetcher:
             for i, v in zip(ids, found[t], strict=True)
             if v is None
         ]
-        stats = FetchStats(cache_misses=len(missing), unknown={t: 0 for t in wanted})
+        stats = FetchStats(cache_misses=len(missing), unknown=_cached_unknown(bundle, found))
         stats.cache_hits = sum(len(ids) for ids in wanted.values()) - len(missing)
         if missing:
             values = self._mget([keys.row_key(self.ns, version, t, i) for t, i in missing])
-            self._fill(bundle, wanted, found, missing, values, stats)
+            self._fill(bundle, wanted, found, missing, values, stats, epoch)
         return found, stats
 
-    def _fill(self, bundle, wanted, found, missing, values, stats) -> None:
+    def _fill(self, bundle, wanted, found, missing, values, stats, epoch) -> None:
         fetched: dict[str, dict[str, bytes]] = {t: {} for t in wanted}
         for (table, raw_id), value in zip(missing, values, strict=True):
             if value is None:
@@ -72,11 +73,16 @@ class RowFetcher:
             fetched[table][raw_id] = value
         for table, rows in fetched.items():
             if rows:
-                self.cache.put_many(bundle.version, table, list(rows), list(rows.values()))
+                self.cache.put_many(bundle.version, table, list(rows), list(rows.values()), epoch)
                 found[table] = [
                     v if v is not None else rows[i]
                     for i, v in zip(wanted[table], found[table], strict=True)
                 ]
+
+
+def _cached_unknown(bundle: LoadedBundle, found: dict[str, list]) -> dict[str, int]:
+    """Unknown ids are cached as the default row itself, so a hit on one still counts."""
+    return {t: sum(v is bundle.default_bytes[t] for v in rows) for t, rows in found.items()}
 
 
 def decode(values: list[bytes], bundle: LoadedBundle, table: str) -> np.ndarray:

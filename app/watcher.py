@@ -1,7 +1,8 @@
 """Follows the active pointer: pub/sub for speed, polling as the fallback for lost messages.
 
 Runs in its own thread, so loading and warming a new bundle never blocks a request. A version
-that fails to load is refused once and not retried; the old bundle keeps serving.
+that fails to load is refused, and not retried for REFUSAL_RETRY_S; the old bundle keeps
+serving.
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ import logging
 import threading
 import time
 
-import redis
-
-from app.bundle import BundleHolder, BundleRefused, load_bundle
+from app.bundle import BundleHolder, load_bundle
 from app.cache import RowCache
 from app.metrics import Metrics
-from app.scorer import ScorerError
 from core import keys
-from core.redis_conn import RedisClient
+from core.redis_conn import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.2
@@ -42,10 +40,15 @@ class BundleWatcher:
         self.device, self.threads, self.poll_interval_s = device, threads, poll_interval_s
         self.use_pubsub = True
         self._stop = threading.Event()
+        self._rows_epoch: dict[str, bytes | None] = {}
         self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
@@ -59,9 +62,12 @@ class BundleWatcher:
                 while not self._stop.is_set():
                     self.check_pointer()
                     self._listen(pubsub, until=time.monotonic() + self.poll_interval_s)
-            except (redis.RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 self.metrics.redis_errors.labels(op="watch").inc()
-                log.warning("watcher lost Redis: %s", error)
+                log.warning("watcher lost Redis: %s", type(error).__name__)
+                self._stop.wait(RETRY_S)
+            except Exception:  # the watcher must outlive any bug or odd message
+                log.exception("watcher error")
                 self._stop.wait(RETRY_S)
             finally:
                 _close(pubsub)
@@ -69,18 +75,36 @@ class BundleWatcher:
     def _subscribe(self):
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.events_channel(self.ns))
+        self.cache.clear()  # row updates announced while we were not listening are unknown
         return pubsub
 
     def _listen(self, pubsub, until: float) -> None:
         while not self._stop.is_set() and (left := until - time.monotonic()) > 0:
             if pubsub is None:
                 self._stop.wait(left)
+                self.check_rows_epoch()
                 return
             message = pubsub.get_message(timeout=min(left, 0.5))
             if message and message.get("type") == "message":
                 self.handle_event(keys.parse_event(message["data"]))
 
+    def check_rows_epoch(self) -> None:
+        """Without pub/sub, notice row updates by polling the version's update counter."""
+        current = self.holder.current
+        if current is None:
+            return
+        epoch = self.client.get(keys.rows_epoch_key(self.ns, current.version))
+        if current.version not in self._rows_epoch or epoch != self._rows_epoch[current.version]:
+            self.cache.clear()  # the first look, or rows changed since the last one
+        self._rows_epoch = {current.version: epoch}
+
     def handle_event(self, event: dict) -> None:
+        try:
+            self._handle(event)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            log.warning("ignored a malformed event: %.200s", event)
+
+    def _handle(self, event: dict) -> None:
         if event["kind"] == "activated":
             self.check_pointer()
         elif event["kind"] == "rows-updated":
@@ -102,7 +126,7 @@ class BundleWatcher:
         current = self.holder.current
         if not version or (current and current.version == version):
             return
-        if version in self.holder.refused:
+        if self.holder.recently_refused(version):
             return
         self._load(version)
 
@@ -110,8 +134,10 @@ class BundleWatcher:
         started = time.monotonic()
         try:
             bundle = load_bundle(self.client, self.ns, version, self.device, self.threads)
-        except (BundleRefused, ScorerError) as error:
-            self.holder.refused[version] = str(error)
+        except REDIS_ERRORS:
+            raise
+        except Exception as error:  # anything else about this version: refuse it
+            self.holder.refuse(version, str(error))
             self.metrics.refusals.inc()
             log.error("refused bundle %s: %s", version, error)
             return
@@ -131,5 +157,5 @@ class BundleWatcher:
 def _close(pubsub) -> None:
     if pubsub is None:
         return
-    with contextlib.suppress(redis.RedisError, OSError):
+    with contextlib.suppress(*REDIS_ERRORS):
         pubsub.close()

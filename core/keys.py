@@ -7,6 +7,7 @@
 {ns}:{v}:manifest            JSON manifest, written last: its presence means "complete"
 {ns}:{v}:onnx                the dense graph as ONNX bytes
 {ns}:{v}:lease               set while a writer is publishing {v}; expires if it dies
+{ns}:{v}:rows-epoch          counter bumped by every row update of {v}
 {ns}:{v}:{table}:{raw id}    one embedding row, little-endian float32 or float16
 {ns}:user:{raw id}:hist      a user's recent behaviours (raw item ids), not versioned
 """
@@ -46,6 +47,11 @@ def onnx_key(ns: str, version: str) -> str:
 
 def lease_key(ns: str, version: str) -> str:
     return f"{ns}:{version}:lease"
+
+
+def rows_epoch_key(ns: str, version: str) -> str:
+    """Incremented by every row update of a version; replicas poll it as a fallback."""
+    return f"{ns}:{version}:rows-epoch"
 
 
 def row_prefix(ns: str, version: str, table: str) -> str:

@@ -61,6 +61,8 @@ def validate_manifest(manifest: Manifest) -> None:
     """Raise ValueError when the manifest is internally inconsistent."""
     if manifest.row_dtype not in ROW_DTYPES:
         raise ValueError(f"row_dtype {manifest.row_dtype!r} is not one of {ROW_DTYPES}")
+    if manifest.max_history < 1:
+        raise ValueError(f"max_history must be at least 1, got {manifest.max_history}")
     if set(manifest.tables) != {"item", "cat"}:
         raise ValueError(f"tables must be item and cat, got {sorted(manifest.tables)}")
     item, cat = manifest.tables["item"], manifest.tables["cat"]

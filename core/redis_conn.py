@@ -5,9 +5,13 @@ from __future__ import annotations
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 RedisClient = redis.Redis | RedisCluster
+# Everything a Redis call can raise when Redis is down, slow or reshaping; on a cluster
+# redis-py also raises RedisClusterException, which is not a RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 
 
 def connect_redis(

@@ -33,6 +33,8 @@ def orphaned_versions(client: RedisClient, ns: str) -> list[str]:
     suffix = ":onnx"
     for key in client.scan_iter(match=f"{ns}:*{suffix}", count=SCAN_COUNT):
         version = key.decode()[len(ns) + 1 : -len(suffix)]
+        if ":" in version:  # a row whose raw id ends in ":onnx", not a version's graph
+            continue
         manifest, lease = keys.manifest_key(ns, version), keys.lease_key(ns, version)
         if not client.exists(manifest) and not client.exists(lease):
             found.append(version)
@@ -40,7 +42,9 @@ def orphaned_versions(client: RedisClient, ns: str) -> list[str]:
 
 
 def delete_version(client: RedisClient, ns: str, version: str) -> int:
-    deleted = 0
+    """Unlist and unload first (no one can activate or load it), then the rows."""
+    client.zrem(keys.versions_key(ns), version)
+    deleted = int(client.unlink(keys.manifest_key(ns, version)))
     batch: list[bytes] = []
     for key in client.scan_iter(match=keys.version_pattern(ns, version), count=SCAN_COUNT):
         batch.append(key)
@@ -48,7 +52,6 @@ def delete_version(client: RedisClient, ns: str, version: str) -> int:
             deleted += _unlink(client, batch)
             batch = []
     deleted += _unlink(client, batch) if batch else 0
-    client.zrem(keys.versions_key(ns), version)
     return deleted
 
 
@@ -64,10 +67,9 @@ def _unlink(client: RedisClient, batch: list[bytes]) -> int:
 def collect_garbage(client: RedisClient, ns: str, keep: int) -> dict[str, int]:
     """Delete all but the newest `keep` versions (and orphans); returns keys deleted per version."""
     doomed = versions_to_delete(client, ns, keep) + orphaned_versions(client, ns)
-    protected = protected_versions(client, ns)
     report = {}
     for version in dict.fromkeys(doomed):
-        if version not in protected:
+        if version not in protected_versions(client, ns):  # re-read: activations go on
             report[version] = delete_version(client, ns, version)
             log.info("deleted %s (%d keys)", version, report[version])
     return report

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ from export.bundle import Bundle
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 120
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 BATCH_ROWS = 1000
 BATCHES_PER_ROUND_TRIP = 20
 
@@ -47,9 +49,7 @@ def publish_bundle(
     progress: bool = True,
 ) -> Manifest:
     version = version or next_version(client, ns)
-    if client.exists(keys.manifest_key(ns, version)):
-        raise PublishError(f"version {version} already exists; versions are immutable")
-    client.set(keys.lease_key(ns, version), "writing", ex=LEASE_SECONDS)
+    claim_version(client, ns, version)
     client.set(keys.onnx_key(ns, version), bundle.onnx)
     for name, table in bundle.tables.items():
         prefix = keys.row_prefix(ns, version, name)
@@ -61,12 +61,14 @@ def publish_bundle(
             lease=(keys.lease_key(ns, version), LEASE_SECONDS),
         )
     manifest = make_manifest(bundle, version, row_dtype)
+    renew_lease(client, ns, version)
     verify_version(client, ns, manifest, bundle)
     manifest.probe_sha256 = read_probe_digest(client, ns, manifest)
-    write_histories(client, ns, bundle.histories)
+    renew_lease(client, ns, version)  # a writer that lost its lease may have been collected
     client.set(keys.manifest_key(ns, version), manifest.to_json())
     client.zadd(keys.versions_key(ns), {version: manifest.created_at})
     client.delete(keys.lease_key(ns, version))
+    write_histories(client, ns, bundle.histories)
     log.info(
         "published %s (%s rows)",
         version,
@@ -75,6 +77,22 @@ def publish_bundle(
     if activate:
         activate_version(client, ns, version)
     return manifest
+
+
+def claim_version(client: RedisClient, ns: str, version: str) -> None:
+    """Take the writer lease of a new version name, or refuse: versions are immutable."""
+    if not VERSION_NAME.fullmatch(version):
+        raise PublishError(f"version {version!r} must match {VERSION_NAME.pattern}")
+    if not client.set(keys.lease_key(ns, version), "writing", ex=LEASE_SECONDS, nx=True):
+        raise PublishError(f"version {version} is being written by another publisher")
+    if client.exists(keys.manifest_key(ns, version)) or client.exists(keys.onnx_key(ns, version)):
+        client.delete(keys.lease_key(ns, version))
+        raise PublishError(f"version {version} already exists; versions are immutable")
+
+
+def renew_lease(client: RedisClient, ns: str, version: str) -> None:
+    if not client.expire(keys.lease_key(ns, version), LEASE_SECONDS):
+        raise PublishError(f"the lease on {version} expired; it may have been collected")
 
 
 def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
@@ -184,10 +202,11 @@ def verify_version(client: RedisClient, ns: str, manifest: Manifest, bundle: Bun
 
 
 def write_histories(client: RedisClient, ns: str, histories: dict[str, list[str]]) -> None:
-    """Replace each user's behaviour list (most recent last)."""
+    """Replace each user's behaviour list (most recent last); on one node each batch is a
+    MULTI/EXEC, so no reader sees a list half replaced."""
     users = list(histories)
     for start in range(0, len(users), BATCH_ROWS):
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=not is_cluster(client))
         for user in users[start : start + BATCH_ROWS]:
             key = keys.history_key(ns, user)
             pipe.delete(key)
@@ -247,6 +266,10 @@ def update_rows(
     write_rows(
         client, keys.row_keys(ns, version, table, ids), encode_rows(rows, manifest.row_dtype)
     )
+    if set(ids) & set(manifest.probe_ids.get(table, [])):  # keep the version loadable
+        manifest.probe_sha256 = read_probe_digest(client, ns, manifest)
+        client.set(keys.manifest_key(ns, version), manifest.to_json())
+    client.incr(keys.rows_epoch_key(ns, version))
     client.publish(keys.events_channel(ns), keys.rows_updated_event(version, table, ids))
     return version
 

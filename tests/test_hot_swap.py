@@ -202,3 +202,19 @@ def test_row_updates_reach_every_replica_within_a_second(redis_server, redis_cli
             assert client.post("/v1/score", json=payload).json()["scores"][1] == old[1]
         for client in clients:
             client.close()
+
+
+def test_row_updates_reach_a_poll_only_replica_within_a_poll_period(
+    redis_server, redis_client, ns, bundle
+):
+    from tests.service import in_process
+
+    publish_bundle(redis_client, ns, bundle, progress=False)
+    payload = {"user_id": "1", "candidates": [{"item_id": "50"}]}
+    with in_process(redis_server.url, ns, pubsub=False, poll_interval_s=0.5) as client:
+        before = client.post("/v1/score", json=payload).json()["scores"]  # now cached
+        update_rows(redis_client, ns, "item", ["50"], bundle.tables["item"].rows[:1] * 3)
+        started = time.monotonic()
+        while client.post("/v1/score", json=payload).json()["scores"] == before:
+            assert time.monotonic() - started < 0.5 + 0.5
+            time.sleep(0.02)

@@ -145,3 +145,31 @@ def test_update_rows_rewrites_rows_and_announces_them(redis_client, ns):
     }
     with pytest.raises(PublishError, match="shaped"):
         update_rows(redis_client, ns, "item", ["s1"], np.zeros((1, 5), np.float32))
+
+
+def test_updating_a_probe_row_keeps_the_version_loadable(redis_client, ns):
+    from app.bundle import load_bundle
+
+    manifest = publish_bundle(redis_client, ns, synthetic_bundle(30), progress=False)
+    probe = manifest.probe_ids["cat"][0]
+    update_rows(redis_client, ns, "cat", [probe], np.full((1, 18), 2.0, np.float32))
+    assert load_bundle(redis_client, ns, manifest.version, "cpu", 1).version == manifest.version
+    activate_version(redis_client, ns, manifest.version)
+    assert redis_client.get(keys.rows_epoch_key(ns, manifest.version)) == b"1"
+
+
+def test_gc_never_mistakes_a_row_id_for_a_version(redis_client, ns):
+    bundle = synthetic_bundle(10)
+    bundle.tables["item"].ids = np.array([*bundle.tables["item"].ids[:-1], "odd:onnx"])
+    version = publish_bundle(redis_client, ns, bundle, progress=False).version
+    assert gc.orphaned_versions(redis_client, ns) == []
+    gc.collect_garbage(redis_client, ns, keep=0)
+    assert redis_client.exists(keys.row_key(ns, version, "item", "odd:onnx"))
+
+
+def test_a_version_name_is_claimed_once_and_must_be_plain(redis_client, ns):
+    redis_client.set(keys.lease_key(ns, "v7"), "writing")
+    with pytest.raises(PublishError, match="another publisher"):
+        publish_bundle(redis_client, ns, synthetic_bundle(5), version="v7", progress=False)
+    with pytest.raises(PublishError, match="must match"):
+        publish_bundle(redis_client, ns, synthetic_bundle(5), version="v:1", progress=False)

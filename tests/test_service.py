@@ -133,3 +133,19 @@ def test_openapi_example_scores_against_the_demo_bundle(client):
     example = client.get("/openapi.json").json()["components"]["schemas"]["ScoreRequest"]
     body = score(client, example["examples"][0])
     assert len(body["scores"]) == len(example["examples"][0]["candidates"])
+
+
+def test_unknown_ids_are_counted_on_cache_hits_too(client):
+    payload = {"user_id": "1", "candidates": as_items(["never-published"])}
+    assert score(client, payload)["unknown_ids"] == 1
+    assert score(client, payload)["unknown_ids"] == 1
+
+
+def test_watcher_survives_malformed_events_and_still_swaps(client, redis_client, ns, other_bundle):
+    from core import keys
+    from tests.service import wait_ready
+
+    for junk in ('{"kind": "rows-updated", "version": "v1"}', "[1]", "not json", '{"kind": 5}'):
+        redis_client.publish(keys.events_channel(ns), junk)
+    version = publish_bundle(redis_client, ns, other_bundle, progress=False).version
+    assert wait_ready(client.get, timeout_s=5, version=version)["version"] == version

@@ -139,7 +139,7 @@ class BundleHolder:
     def current(self) -> LoadedBundle | None:
         return self._current
 
-    def swap(self, bundle: LoadedBundle) -> LoadedBundle | None:
+    def swap(self, bundle: LoadedBundle | None) -> LoadedBundle | None:
         with self._lock:
             previous, self._current = self._current, bundle
         return previous

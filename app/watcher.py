@@ -121,14 +121,26 @@ class BundleWatcher:
 
     def check_pointer(self) -> None:
         """Load the version the pointer names, unless it is already served or was refused."""
-        raw = self.client.get(keys.active_key(self.ns))
-        version = raw.decode() if raw else None
         current = self.holder.current
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(keys.active_key(self.ns))
+        pipe.exists(keys.manifest_key(self.ns, current.version if current else "-"))
+        raw, served_exists = pipe.execute()
+        version = raw.decode() if raw else None
+        if current and not served_exists:
+            self._unload(current.version)
+            current = None
         if not version or (current and current.version == version):
             return
         if self.holder.recently_refused(version):
             return
         self._load(version)
+
+    def _unload(self, version: str) -> None:
+        """The served version was deleted (gc): stop serving rather than score default rows."""
+        log.error("version %s was deleted while served; not ready until another loads", version)
+        self.holder.swap(None)
+        self.cache.clear()
 
     def _load(self, version: str) -> None:
         started = time.monotonic()

@@ -218,3 +218,25 @@ def test_row_updates_reach_a_poll_only_replica_within_a_poll_period(
         while client.post("/v1/score", json=payload).json()["scores"] == before:
             assert time.monotonic() - started < 0.5 + 0.5
             time.sleep(0.02)
+
+
+def test_a_replica_whose_version_is_deleted_stops_serving_instead_of_guessing(
+    redis_server, redis_client, ns, bundle, other_bundle
+):
+    from export import gc
+    from tests.service import in_process
+
+    v1 = publish_bundle(redis_client, ns, bundle, progress=False).version
+    v2 = publish_bundle(redis_client, ns, other_bundle, activate=False, progress=False).version
+    corrupt_onnx(redis_client, ns, v2)
+    payload = {"user_id": "1", "candidates": [{"item_id": "50"}]}
+    with in_process(redis_server.url, ns, poll_interval_s=0.2) as client:
+        redis_client.set(keys.active_key(ns), v2)  # refused: the replica stays on v1
+        time.sleep(0.5)
+        assert client.post("/v1/score", json=payload).json()["version"] == v1
+        gc.delete_version(redis_client, ns, v1)  # as a careless gc would
+        deadline = time.monotonic() + 2
+        while client.get("/readyz").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.post("/v1/score", json=payload).json()["error"] == "no_model"

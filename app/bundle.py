@@ -16,7 +16,7 @@ import numpy as np
 
 from app.scorer import Scorer, ScorerError, create_session
 from core import keys
-from core.manifest import Manifest, probe_digest, validate_manifest
+from core.manifest import Manifest, read_probe_digest, validate_manifest
 from core.redis_conn import RedisClient
 from core.rows import DTYPES
 
@@ -59,17 +59,11 @@ def load_bundle(client: RedisClient, ns: str, version: str, device: str, threads
 
 
 def _check_probe_rows(client: RedisClient, ns: str, manifest: Manifest) -> None:
-    """The probe rows must all be present, intact and of the declared width."""
-    pipe = client.pipeline(transaction=False)
-    for table, ids in manifest.probe_ids.items():
-        for key in keys.row_keys(ns, manifest.version, table, ids):
-            pipe.get(key)
-    values = iter(pipe.execute())
-    rows = {table: [next(values) for _ in ids] for table, ids in manifest.probe_ids.items()}
-    for table, found in rows.items():
-        if any(v is None for v in found):
-            raise BundleRefused(f"{manifest.version}: {table} rows are missing")
-    if probe_digest(rows) != manifest.probe_sha256:
+    """The probe rows must all be present and match the manifest's checksum."""
+    digest = read_probe_digest(client, ns, manifest)
+    if digest is None:
+        raise BundleRefused(f"{manifest.version}: probe rows are missing")
+    if digest != manifest.probe_sha256:
         raise BundleRefused(f"{manifest.version}: rows do not match the manifest checksum")
 
 

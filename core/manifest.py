@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from core import keys
+
 ROW_DTYPES = ("float32", "float16")
 PROBE_ROWS = 64
 FORMAT = 1
@@ -79,3 +81,17 @@ def probe_digest(rows_by_table: dict[str, list[bytes]]) -> str:
         for row in rows_by_table[table]:
             digest.update(row)
     return digest.hexdigest()
+
+
+def read_probe_digest(client, ns: str, manifest: Manifest) -> str | None:
+    """sha256 over a version's probe rows as stored (one pipelined round trip), or None when
+    any of them is missing. The exporter writes it into the manifest; the service checks it."""
+    pipe = client.pipeline(transaction=False)
+    for table, ids in manifest.probe_ids.items():
+        for key in keys.row_keys(ns, manifest.version, table, ids):
+            pipe.get(key)
+    values = iter(pipe.execute())
+    rows = {table: [next(values) for _ in ids] for table, ids in manifest.probe_ids.items()}
+    if any(v is None for found in rows.values() for v in found):
+        return None
+    return probe_digest(rows)

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core import graph, keys
-from core.manifest import PROBE_ROWS, Manifest, TableSpec, probe_digest, validate_manifest
+from core.manifest import PROBE_ROWS, Manifest, TableSpec, read_probe_digest, validate_manifest
 from core.redis_conn import RedisClient, is_cluster
 from core.rows import encode_rows
 from export.bundle import Bundle
@@ -63,7 +63,7 @@ def publish_bundle(
     manifest = make_manifest(bundle, version, row_dtype)
     renew_lease(client, ns, version)
     verify_version(client, ns, manifest, bundle)
-    manifest.probe_sha256 = read_probe_digest(client, ns, manifest)
+    manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
     renew_lease(client, ns, version)  # a writer that lost its lease may have been collected
     client.set(keys.manifest_key(ns, version), manifest.to_json())
     client.zadd(keys.versions_key(ns), {version: manifest.created_at})
@@ -75,7 +75,7 @@ def publish_bundle(
         {name: spec.rows for name, spec in manifest.tables.items()},
     )
     if activate:
-        activate_version(client, ns, version)
+        point_to(client, ns, version)  # verified above, moments ago
     return manifest
 
 
@@ -128,17 +128,11 @@ def choose_probes(bundle: Bundle, seed: int = 0) -> dict[str, list[str]]:
     return probes
 
 
-def read_probe_digest(client: RedisClient, ns: str, manifest: Manifest) -> str:
-    """sha256 over the probe rows as stored; PublishError if any is missing."""
-    rows = {}
-    for table, ids in manifest.probe_ids.items():
-        pipe = client.pipeline(transaction=False)
-        for key in keys.row_keys(ns, manifest.version, table, ids):
-            pipe.get(key)
-        rows[table] = pipe.execute()
-        if any(r is None for r in rows[table]):
-            raise PublishError(f"{manifest.version}: {table} rows are missing")
-    return probe_digest(rows)
+def stored_probe_digest(client: RedisClient, ns: str, manifest: Manifest) -> str:
+    digest = read_probe_digest(client, ns, manifest)
+    if digest is None:
+        raise PublishError(f"{manifest.version}: probe rows are missing")
+    return digest
 
 
 def write_rows(
@@ -225,8 +219,13 @@ def read_manifest(client: RedisClient, ns: str, version: str) -> Manifest:
 def activate_version(client: RedisClient, ns: str, version: str) -> str | None:
     """Point the service at a complete version; also how a rollback is done."""
     manifest = read_manifest(client, ns, version)
-    if read_probe_digest(client, ns, manifest) != manifest.probe_sha256:
+    if stored_probe_digest(client, ns, manifest) != manifest.probe_sha256:
         raise PublishError(f"{version}: probe rows do not match the manifest checksum")
+    return point_to(client, ns, version)
+
+
+def point_to(client: RedisClient, ns: str, version: str) -> str | None:
+    """Flip the active pointer and announce it; the caller has checked the version."""
     previous = _decode(client.get(keys.active_key(ns)))
     if previous and previous != version:
         client.set(keys.previous_key(ns), previous)
@@ -267,7 +266,7 @@ def update_rows(
         client, keys.row_keys(ns, version, table, ids), encode_rows(rows, manifest.row_dtype)
     )
     if set(ids) & set(manifest.probe_ids.get(table, [])):  # keep the version loadable
-        manifest.probe_sha256 = read_probe_digest(client, ns, manifest)
+        manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
         client.set(keys.manifest_key(ns, version), manifest.to_json())
     client.incr(keys.rows_epoch_key(ns, version))
     client.publish(keys.events_channel(ns), keys.rows_updated_event(version, table, ids))

@@ -49,6 +49,13 @@ class Samples:
     def take(self, index: np.ndarray) -> Samples:
         return Samples(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
+    def slate(self, row: int, candidates: np.ndarray) -> Samples:
+        """Sample `row`'s user and history, paired with the items of the `candidates` rows:
+        what one scoring request holds, as samples a model can predict."""
+        slate = self.take(np.full(len(candidates), row))
+        slate.item, slate.cat = self.item[candidates], self.cat[candidates]
+        return slate
+
 
 @dataclass
 class Dataset:

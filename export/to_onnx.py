@@ -85,8 +85,7 @@ def check_parity(model: DIN, onnx_bytes: bytes, samples: Samples, n_users: int =
     chosen = rng.choice(len(samples), size=min(n_users, len(samples)), replace=False)
     worst = 0.0
     for row in chosen:
-        slate = samples.take(np.full(len(chosen), row))
-        slate.item, slate.cat = samples.item[chosen], samples.cat[chosen]
+        slate = samples.slate(row, chosen)
         expected = predict(model, slate)
         length = samples.hist_len[row]
         history = goods_rows(model, samples.hist_item[row, :length], samples.hist_cat[row, :length])

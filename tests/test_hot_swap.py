@@ -23,8 +23,7 @@ def slates(dataset, n=6, size=20, seed=4):
     out = []
     for row in rng.choice(len(test), n, replace=False):
         chosen = rng.choice(len(test), size, replace=False)
-        slate = test.take(np.full(size, row))
-        slate.item, slate.cat = test.item[chosen], test.cat[chosen]
+        slate = test.slate(row, chosen)
         history = vocab[test.hist_item[row, : test.hist_len[row]]]
         payload = {
             "user_id": "load",

@@ -39,8 +39,7 @@ def test_scores_from_redis_rows_and_onnx_equal_pytorch(
     chosen = np.random.default_rng(1).choice(len(test), 40, replace=False)
     worst = 0.0
     for row in chosen:
-        slate = test.take(np.full(len(chosen), row))
-        slate.item, slate.cat = test.item[chosen], test.cat[chosen]
+        slate = test.slate(row, chosen)
         want = predict(trained.model, slate)
         cands = fetch_rows(
             redis_client, ns, manifest.version, "item", list(vocab[slate.item]), manifest

@@ -36,8 +36,7 @@ def test_scores_equal_offline_pytorch_for_test_samples(client, trained, movielen
     chosen = np.random.default_rng(2).choice(len(test), 25, replace=False)
     worst = 0.0
     for row in chosen:
-        slate = test.take(np.full(len(chosen), row))
-        slate.item, slate.cat = test.item[chosen], test.cat[chosen]
+        slate = test.slate(row, chosen)
         history = vocab[test.hist_item[row, : test.hist_len[row]]]
         body = score(
             client,

@@ -21,7 +21,8 @@ import numpy as np
 
 from bench.common import write_json
 from bench.report import print_table
-from bench.servers import Service, redis_binaries, redis_server
+from bench.servers import redis_binaries, redis_server
+from core.local_service import LocalService
 from export.publish import activate_version, publish_bundle
 from export.synthetic import synthetic_bundle
 
@@ -114,11 +115,12 @@ def main() -> None:
         }.items():
             logs = Path(tempfile.mkdtemp(prefix="bench-swap-"))
             replicas = [
-                Service(server.url, NAMESPACE, logs / f"r{k}.log", **settings) for k in range(2)
+                LocalService(server.url, NAMESPACE, log_path=logs / f"r{k}.log", **settings)
+                for k in range(2)
             ]
             try:
                 for replica in replicas:
-                    replica.start()
+                    replica.start().wait_ready()
                 activate_version(client, NAMESPACE, versions[0])
                 time.sleep(1.5)
                 results[mode] = run_mode(

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from core.local_redis import LocalRedis, free_port, redis_server_binary
+from core.local_redis import LocalRedis, redis_server_binary
+from core.local_service import LocalService
 from core.redis_conn import connect_redis
 
 SERVICE_START_S = 60.0
@@ -96,71 +92,17 @@ def used_memory(client) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-class Service:
-    """`python -m uvicorn app.main:app` on a free loopback port, set up by CTR_* variables."""
-
-    def __init__(self, redis_url: str, ns: str, log_path: Path, **settings: object) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "CTR_REDIS_URL": redis_url,
-            "CTR_NAMESPACE": ns,
-            "CTR_LOG_LEVEL": "WARNING",
-        }
-        self.env |= {f"CTR_{name.upper()}": str(value) for name, value in settings.items()}
-        self.process: subprocess.Popen | None = None
-
-    def command(self, python: list[str] | None = None) -> list[str]:
-        """`python` replaces the interpreter, e.g. to run uvicorn under a profiler."""
-        uvicorn = ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-        return [
-            *(python or [sys.executable]),
-            *uvicorn,
-            "--port",
-            str(self.port),
-            "--no-access-log",
-        ]
-
-    def start(self, python: list[str] | None = None) -> dict:
-        """Start and wait for /readyz; returns its body (version, provider)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(python), env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self.wait_ready()
-
-    def wait_ready(self) -> dict:
-        deadline = time.monotonic() + SERVICE_START_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited; see {self.log_path}")
-            try:
-                answer = httpx.get(f"{self.url}/readyz", timeout=2.0)
-                if answer.status_code == 200:
-                    return answer.json()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the service was not ready in {SERVICE_START_S}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def start_service(redis_url: str, ns: str, log_path: Path, python=None, **settings):
+    """A LocalService started and ready (its /readyz body in `.ready`)."""
+    service = LocalService(redis_url, ns, log_path=log_path, python=python, **settings).start()
+    service.wait_ready(SERVICE_START_S)
+    return service
 
 
 @contextmanager
 def running_service(redis_url: str, ns: str, log_path: Path, python=None, **settings):
-    service = Service(redis_url, ns, log_path, **settings)
+    service = start_service(redis_url, ns, log_path, python, **settings)
     try:
-        service.ready = service.start(python)
         yield service
     finally:
         service.stop()

@@ -29,7 +29,7 @@ import orjson
 
 from bench.common import RESULTS_DIR, write_json
 from bench.report import print_table
-from bench.servers import Service, redis_binaries
+from bench.servers import redis_binaries, start_service
 from core.local_redis import LocalRedis
 from core.redis_conn import connect_redis
 from export.publish import activate_version, publish_bundle
@@ -163,8 +163,7 @@ def soak(seconds: float, rate: float, outage_s: float, workdir: Path) -> dict:
         client = stack.enter_context(connect_redis(server.url, timeout_s=30.0))
         bundle = synthetic_bundle(N_ITEMS, seed=0, n_users=N_USERS)
         first = publish_bundle(client, NAMESPACE, bundle, progress=False).version
-        service = Service(server.url, NAMESPACE, log_path)
-        service.start()
+        service = start_service(server.url, NAMESPACE, log_path)
         stack.callback(service.stop)
         pid = service.process.pid
         load, timeline = Load(service.url, make_payloads(), rate, seconds), Timeline()

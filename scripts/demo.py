@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from app.schemas import EXAMPLE_REQUEST
 from core.local_redis import LocalRedis, free_port
+from core.local_service import LocalService
 
 RUN_DIR = Path(".run")
 NAMESPACE = "din"
@@ -46,37 +46,13 @@ def train_and_publish(redis_url: str) -> None:
 
 
 def start_service(redis_url: str, port: int) -> None:
-    env = {**os.environ, "CTR_REDIS_URL": redis_url, "CTR_NAMESPACE": NAMESPACE}
-    log = open(RUN_DIR / "service.log", "ab")  # noqa: SIM115
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    process = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    (RUN_DIR / "service.pid").write_text(str(process.pid))
-    wait_ready(f"http://127.0.0.1:{port}")
-    print(f"service http://127.0.0.1:{port} (pid {process.pid}, log {RUN_DIR}/service.log)")
-
-
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the service did not become ready; see {RUN_DIR}/service.log")
+    log_path = RUN_DIR / "service.log"
+    service = LocalService(
+        redis_url, NAMESPACE, port=port, log_path=log_path, detached=True, log_level="INFO"
+    ).start()
+    (RUN_DIR / "service.pid").write_text(str(service.process.pid))
+    service.wait_ready()
+    print(f"service {service.url} (pid {service.process.pid}, log {log_path})")
 
 
 def show_request(port: int) -> None:

@@ -108,7 +108,7 @@ def test_service_without_the_right_password_is_not_ready_and_says_why(
 def test_password_never_appears_in_logs_or_readiness(auth_redis, password, published, ns, tmp_path):
     log = tmp_path / "service.log"
     with service_process(
-        auth_redis.url, ns, output=log, redis_password=password, log_level="DEBUG"
+        auth_redis.url, ns, log_path=log, redis_password=password, log_level="DEBUG"
     ) as service:
         service.wait_ready(version=published)
         with httpx.Client(base_url=service.url, timeout=10) as client:

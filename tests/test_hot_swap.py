@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from core import keys
+from core.local_service import LocalService
 from export.publish import activate_version, publish_bundle, update_rows
 from export.train import predict
-from tests.service import ServiceProcess, service_process
+from tests.service import service_process
 
 CLIENTS = 8
 LOAD_SECONDS = 20
@@ -104,7 +105,7 @@ def test_hot_swap_under_load_fails_nothing_and_mixes_no_versions(
 ):
     pairs = slates(movielens_slice)
     v1 = publish_bundle(redis_client, ns, bundle, progress=False).version
-    replicas = [ServiceProcess(redis_server.url, ns).start() for _ in range(2)]
+    replicas = [LocalService(redis_server.url, ns).start() for _ in range(2)]
     try:
         for replica in replicas:
             replica.wait_ready(version=v1)

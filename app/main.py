@@ -13,11 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import Route
 
-from app.api import ScoreEndpoint, router, validation_failed
+from app.api import ScoreEndpoint, router, score_contract, validation_failed
 from app.config import Settings
 from app.limits import BodySizeLimit, document_limits
 from app.logs import configure_logging
-from app.schemas import ScoreRequest
 from app.state import build_state, close_state
 
 
@@ -39,9 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="DIN CTR serving", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
-    app.router.routes.insert(
-        0, Route("/v1/score", ScoreEndpoint(), methods=["POST"], include_in_schema=False)
-    )
+    app.router.routes.append(Route("/v1/score", ScoreEndpoint(), methods=["POST"]))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.openapi = lambda: openapi_with_request_models(app, settings)
@@ -49,13 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def openapi_with_request_models(app: FastAPI, settings: Settings) -> dict:
-    """The score route reads its body itself (for speed), so its schema is added here."""
+    """The document of the mounted routes plus the score contract, with the configured limits."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        request = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components |= request.pop("$defs", {}) | {"ScoreRequest": request}
-        document_limits(components, settings)
+        routes = [*app.routes, *score_contract.routes]
+        schema = get_openapi(title=app.title, version=app.version, routes=routes)
+        document_limits(schema["components"]["schemas"], settings)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -48,41 +48,32 @@ class RowFetcher:
         self, bundle: LoadedBundle, wanted: dict[str, list[str]]
     ) -> tuple[dict[str, list[bytes]], FetchStats]:
         """Row bytes for unique ids per table, in the order asked; unknown -> default row."""
-        version = bundle.version
         epoch = self.cache.epoch  # read before the fetch: see RowCache.put_many
-        found = {t: self.cache.get_many(version, t, ids) for t, ids in wanted.items()}
-        missing = [
-            (t, i)
-            for t, ids in wanted.items()
-            for i, v in zip(ids, found[t], strict=True)
-            if v is None
-        ]
-        stats = FetchStats(cache_misses=len(missing), unknown=_cached_unknown(bundle, found))
-        stats.cache_hits = sum(len(ids) for ids in wanted.values()) - len(missing)
-        if missing:
-            values = self._mget([keys.row_key(self.ns, version, t, i) for t, i in missing])
-            self._fill(bundle, wanted, found, missing, values, stats, epoch)
+        found = {t: self.cache.get_many(bundle.version, t, ids) for t, ids in wanted.items()}
+        holes = {t: [k for k, v in enumerate(rows) if v is None] for t, rows in found.items()}
+        stats = FetchStats(cache_misses=sum(map(len, holes.values())), unknown={})
+        stats.cache_hits = sum(map(len, wanted.values())) - stats.cache_misses
+        if stats.cache_misses:
+            row_keys = [
+                keys.row_key(self.ns, bundle.version, t, wanted[t][k])
+                for t, positions in holes.items()
+                for k in positions
+            ]
+            values = iter(self._mget(row_keys))
+            for table, positions in holes.items():
+                fetched = [next(values) for _ in positions]
+                self._fill(bundle, table, wanted[table], found[table], positions, fetched, epoch)
+        for table, rows in found.items():  # unknown ids are cached as the default row itself
+            stats.unknown[table] = rows.count(bundle.default_bytes[table])
         return found, stats
 
-    def _fill(self, bundle, wanted, found, missing, values, stats, epoch) -> None:
-        fetched: dict[str, dict[str, bytes]] = {t: {} for t in wanted}
-        for (table, raw_id), value in zip(missing, values, strict=True):
-            if value is None:
-                stats.unknown[table] += 1
-                value = bundle.default_bytes[table]
-            fetched[table][raw_id] = value
-        for table, rows in fetched.items():
-            if rows:
-                self.cache.put_many(bundle.version, table, list(rows), list(rows.values()), epoch)
-                found[table] = [
-                    v if v is not None else rows[i]
-                    for i, v in zip(wanted[table], found[table], strict=True)
-                ]
-
-
-def _cached_unknown(bundle: LoadedBundle, found: dict[str, list]) -> dict[str, int]:
-    """Unknown ids are cached as the default row itself, so a hit on one still counts."""
-    return {t: sum(v is bundle.default_bytes[t] for v in rows) for t, rows in found.items()}
+    def _fill(self, bundle, table, ids, rows, positions, fetched, epoch) -> None:
+        """Put fetched rows (the default row for unknown ids) in place, and in the cache."""
+        default = bundle.default_bytes[table]
+        fetched = [default if v is None else v for v in fetched]
+        for k, value in zip(positions, fetched, strict=True):
+            rows[k] = value
+        self.cache.put_many(bundle.version, table, [ids[k] for k in positions], fetched, epoch)
 
 
 def decode(values: list[bytes], bundle: LoadedBundle, table: str) -> np.ndarray:

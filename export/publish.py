@@ -51,18 +51,19 @@ def publish_bundle(
     version = version or next_version(client, ns)
     claim_version(client, ns, version)
     client.set(keys.onnx_key(ns, version), bundle.onnx)
+    tables = bundle.tables.items()
+    table_keys = {name: keys.row_keys(ns, version, name, t.ids) for name, t in tables}
     for name, table in bundle.tables.items():
-        prefix = keys.row_prefix(ns, version, name)
         write_rows(
             client,
-            [prefix + i for i in table.ids],
+            table_keys[name],
             encode_rows(table.rows, row_dtype),
             progress=progress,
             lease=(keys.lease_key(ns, version), LEASE_SECONDS),
         )
     manifest = make_manifest(bundle, version, row_dtype)
     renew_lease(client, ns, version)
-    verify_version(client, ns, manifest, bundle)
+    verify_version(client, ns, manifest, table_keys)
     manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
     renew_lease(client, ns, version)  # a writer that lost its lease may have been collected
     client.set(keys.manifest_key(ns, version), manifest.to_json())
@@ -184,13 +185,15 @@ def count_existing(client: RedisClient, row_keys: list[str]) -> int:
     return int(sum(pipe.execute()))
 
 
-def verify_version(client: RedisClient, ns: str, manifest: Manifest, bundle: Bundle) -> None:
+def verify_version(
+    client: RedisClient, ns: str, manifest: Manifest, table_keys: dict[str, list[str]]
+) -> None:
     """Refuse to write the manifest unless every row and the exact ONNX bytes are there."""
     stored = client.get(keys.onnx_key(ns, manifest.version)) or b""
     if hashlib.sha256(stored).hexdigest() != manifest.onnx_sha256:
         raise PublishError(f"ONNX of {manifest.version} does not match its checksum")
-    for name, table in bundle.tables.items():
-        found = count_existing(client, keys.row_keys(ns, manifest.version, name, list(table.ids)))
+    for name, row_keys in table_keys.items():
+        found = count_existing(client, row_keys)
         if found != manifest.tables[name].rows:
             raise PublishError(f"{name}: {found} of {manifest.tables[name].rows} rows present")
 

@@ -6,6 +6,8 @@ import numpy as np
 
 INPUTS = ("candidates", "history", "history_mask")  # (B, C, D), (B, T, D), (B, T)
 OUTPUT = "scores"  # (B, C): B users, each with its own C candidates and T behaviours
+ATTENTION = "attention"  # (B, C, T): each behaviour's weight for each candidate, 0 on padding
+OUTPUTS = (OUTPUT, ATTENTION)
 
 
 def user_inputs(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

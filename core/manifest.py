@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -34,10 +34,15 @@ class Manifest:
     onnx_sha256: str
     onnx_inputs: list[str]
     onnx_output: str
+    onnx_attention: str = ""  # the graph output holding attention weights; "" = none
     model: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     probe_ids: dict[str, list[str]] = field(default_factory=dict)  # rows checked at load
     probe_sha256: str = ""  # over the probe rows' bytes, tables in sorted order
+    item_metadata: int = 0  # items with a title/category record (keys.item_meta_keys)
+    report: dict[str, str] = field(default_factory=dict)  # training report file -> sha256
+    demo_users: list[str] = field(default_factory=list)  # users worth showing in the UI
+    demo_items: list[str] = field(default_factory=list)  # candidates worth showing in the UI
     format: int = FORMAT
 
     @property
@@ -56,7 +61,8 @@ class Manifest:
         if raw.get("format") != FORMAT:
             raise ValueError(f"unsupported manifest format {raw.get('format')!r}")
         raw["tables"] = {name: TableSpec(**spec) for name, spec in raw["tables"].items()}
-        return cls(**raw)
+        known = {f.name for f in fields(cls)}  # fields added later are optional, so a newer
+        return cls(**{k: v for k, v in raw.items() if k in known})  # manifest still loads
 
 
 def validate_manifest(manifest: Manifest) -> None:

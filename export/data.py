@@ -13,7 +13,7 @@ import logging
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,7 @@ class Dataset:
     cat_vocab: np.ndarray  # (K+1,) raw category names, [0] = ""
     item_cat: np.ndarray  # (I+1,) int32, category index of each item
     latest_history: dict[str, list[str]]  # raw user id -> raw item ids, most recent last
+    item_titles: dict[str, str] = field(default_factory=dict)  # raw item id -> display title
 
     @property
     def n_items(self) -> int:
@@ -116,14 +117,29 @@ def read_ratings(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return users, items, table[:, 2].astype(np.float32), table[:, 3].astype(float).astype(np.int64)
 
 
+def _item_lines(folder: Path) -> list[list[str]]:
+    """ml-100k.item rows: item_id, movie_title, release_year, class (genres)."""
+    lines = (folder / "ml-100k.item").read_text(encoding="latin-1").splitlines()[1:]
+    return [line.split("\t") for line in lines]
+
+
 def read_genres(folder: Path) -> dict[str, str]:
     """Raw item id -> first genre ("unknown" when none is listed)."""
     genres = {}
-    for line in (folder / "ml-100k.item").read_text(encoding="latin-1").splitlines()[1:]:
-        parts = line.split("\t")
+    for parts in _item_lines(folder):
         classes = parts[3].split() if len(parts) > 3 else []
         genres[parts[0]] = classes[0] if classes else "unknown"
     return genres
+
+
+def read_titles(folder: Path) -> dict[str, str]:
+    """Raw item id -> "Title (year)"."""
+    titles = {}
+    for parts in _item_lines(folder):
+        title = parts[1].strip() if len(parts) > 1 else ""
+        year = parts[2].strip() if len(parts) > 2 else ""
+        titles[parts[0]] = f"{title} ({year})" if year and year not in title else title
+    return titles
 
 
 def build_dataset(
@@ -231,9 +247,11 @@ def load_movielens(
             timestamps[keep],
         )
     labels = (ratings >= 4).astype(np.float32)
-    return build_dataset(
+    dataset = build_dataset(
         users, items, labels, timestamps, read_genres(folder), max_history=max_history, seed=seed
     )
+    dataset.item_titles = read_titles(folder)
+    return dataset
 
 
 def save_splits(dataset: Dataset, folder: Path) -> list[Path]:

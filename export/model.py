@@ -137,22 +137,36 @@ class DenseDIN(nn.Module):
 
     def logits(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # cand: (B, C, D), hist: (B, T, D), mask: (B, T) float 1 = real behaviour -> (B, C)
+        return self.logits_and_weights(cand, hist, mask)[0]
+
+    def logits_and_weights(
+        self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, C) and the weight of each behaviour for each candidate (B, C, T)."""
         summed = (hist * mask.unsqueeze(-1)).sum(dim=1, keepdim=True)  # (B, 1, D)
         summed = summed.expand(-1, cand.shape[1], -1)  # (B, C, D)
+        weights = self.attention_weights(cand, hist, mask)  # (B, C, T)
         if self.attention is None:
             features = [cand, summed]
         else:
-            features = [cand, self._attend(cand, hist, mask)]
+            features = [cand, weights @ hist]  # (B, C, D) each
             if self.config.sum_pool_input:
                 features.append(summed)
-        return self.head(self.mlp(torch.cat(features, dim=-1))).squeeze(-1)
+        logits = self.head(self.mlp(torch.cat(features, dim=-1))).squeeze(-1)
+        return logits, weights
 
-    def _attend(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        weights = self.attention(cand, hist)  # (B, C, T)
+    def attention_weights(
+        self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """What each behaviour contributes to a candidate's pooled interest, (B, C, T); padding
+        weighs 0. Sum pooling (the BaseModel) weighs every behaviour 1, whatever the candidate."""
         keep = mask.unsqueeze(1)  # (B, 1, T)
+        if self.attention is None:
+            return keep.expand(-1, cand.shape[1], -1)
+        weights = self.attention(cand, hist)  # (B, C, T)
         if self.config.softmax:
             weights = torch.softmax(weights + (keep - 1.0) * 1e9, dim=-1)
-        return (weights * keep) @ hist  # (B, C, D)
+        return weights * keep
 
     def forward(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(cand, hist, mask))
@@ -196,15 +210,18 @@ class ServingGraph(nn.Module):
     """The exported signature: B users, each with its history once, broadcast over C candidates.
 
     A single request is a batch of one; the service's micro-batcher pads several into one run.
+    The attention weights are a second output: /v1/score does not fetch them, /v1/explain does.
     """
 
     INPUTS = graph.INPUTS
-    OUTPUT = graph.OUTPUT
+    OUTPUTS = graph.OUTPUTS
 
     def __init__(self, dense: DenseDIN) -> None:
         super().__init__()
         self.dense = dense
 
     def forward(self, candidates: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor):
-        # candidates: (B, C, D), history: (B, T, D), history_mask: (B, T) -> scores (B, C)
-        return self.dense(candidates, history, history_mask)
+        # candidates: (B, C, D), history: (B, T, D), history_mask: (B, T)
+        # -> scores (B, C), attention (B, C, T)
+        logits, weights = self.dense.logits_and_weights(candidates, history, history_mask)
+        return torch.sigmoid(logits), weights

@@ -1,8 +1,9 @@
 """Write a bundle to Redis as a new immutable version, verify it, and flip the pointer.
 
-Order of writes: lease, ONNX, rows, verification, manifest, versions set; then, only if
-asked, the `active` pointer and an event. A writer killed anywhere before the manifest leaves
-no listed version, and the active one is untouched.
+Order of writes: lease, ONNX, rows, item metadata and report files, verification, manifest,
+versions set; then, only if asked, the `active` pointer, an event and an activation record.
+A writer killed anywhere before the manifest leaves no listed version, and the active one is
+untouched.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def publish_bundle(
             progress=progress,
             lease=(keys.lease_key(ns, version), LEASE_SECONDS),
         )
+    meta_keys = write_extras(client, ns, version, bundle)
     manifest = make_manifest(bundle, version, row_dtype)
     renew_lease(client, ns, version)
-    verify_version(client, ns, manifest, table_keys)
+    verify_version(client, ns, manifest, table_keys | {"item metadata": meta_keys})
     manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
     renew_lease(client, ns, version)  # a writer that lost its lease may have been collected
     client.set(keys.manifest_key(ns, version), manifest.to_json())
@@ -91,6 +93,17 @@ def claim_version(client: RedisClient, ns: str, version: str) -> None:
         raise PublishError(f"version {version} already exists; versions are immutable")
 
 
+def write_extras(client: RedisClient, ns: str, version: str, bundle: Bundle) -> list[str]:
+    """What explanations and the UI show: item titles and categories, the training report.
+    Returns the metadata keys written."""
+    ids = list(bundle.item_metadata)
+    meta_keys = keys.item_meta_keys(ns, version, ids)
+    write_rows(client, meta_keys, [json.dumps(bundle.item_metadata[i]).encode() for i in ids])
+    for name, content in bundle.report.items():
+        client.set(keys.report_key(ns, version, name), content)
+    return meta_keys
+
+
 def renew_lease(client: RedisClient, ns: str, version: str) -> None:
     if not client.expire(keys.lease_key(ns, version), LEASE_SECONDS):
         raise PublishError(f"the lease on {version} expired; it may have been collected")
@@ -111,9 +124,14 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
         onnx_sha256=hashlib.sha256(bundle.onnx).hexdigest(),
         onnx_inputs=list(graph.INPUTS),
         onnx_output=graph.OUTPUT,
+        onnx_attention=graph.ATTENTION,
         model=bundle.model_config,
         metrics=bundle.metrics,
         probe_ids=choose_probes(bundle),
+        item_metadata=len(bundle.item_metadata),
+        report={name: hashlib.sha256(data).hexdigest() for name, data in bundle.report.items()},
+        demo_users=bundle.demo_users,
+        demo_items=bundle.demo_items,
     )
     validate_manifest(manifest)
     return manifest
@@ -188,14 +206,20 @@ def count_existing(client: RedisClient, row_keys: list[str]) -> int:
 def verify_version(
     client: RedisClient, ns: str, manifest: Manifest, table_keys: dict[str, list[str]]
 ) -> None:
-    """Refuse to write the manifest unless every row and the exact ONNX bytes are there."""
-    stored = client.get(keys.onnx_key(ns, manifest.version)) or b""
+    # table_keys: table name (or "item metadata") -> the keys written for it
+    """Refuse to write the manifest unless every row and the exact bytes are there."""
+    version = manifest.version
+    stored = client.get(keys.onnx_key(ns, version)) or b""
     if hashlib.sha256(stored).hexdigest() != manifest.onnx_sha256:
-        raise PublishError(f"ONNX of {manifest.version} does not match its checksum")
-    for name, row_keys in table_keys.items():
+        raise PublishError(f"ONNX of {version} does not match its checksum")
+    for name, row_keys in table_keys.items():  # every key written, and no other, is counted
         found = count_existing(client, row_keys)
-        if found != manifest.tables[name].rows:
-            raise PublishError(f"{name}: {found} of {manifest.tables[name].rows} rows present")
+        if found != len(row_keys):
+            raise PublishError(f"{name}: {found} of {len(row_keys)} rows present")
+    for name, digest in manifest.report.items():
+        content = client.get(keys.report_key(ns, version, name)) or b""
+        if hashlib.sha256(content).hexdigest() != digest:
+            raise PublishError(f"report file {name} of {version} does not match its checksum")
 
 
 def write_histories(client: RedisClient, ns: str, histories: dict[str, list[str]]) -> None:
@@ -234,8 +258,20 @@ def point_to(client: RedisClient, ns: str, version: str) -> str | None:
         client.set(keys.previous_key(ns), previous)
     client.set(keys.active_key(ns), version)
     client.publish(keys.events_channel(ns), keys.activated_event(version))
+    record_activation(client, ns, version)
     log.info("activated %s (was %s)", version, previous)
     return previous
+
+
+ACTIVATIONS_KEPT = 100
+
+
+def record_activation(client: RedisClient, ns: str, version: str) -> None:
+    """Append to the activation log the UI shows (newest first, bounded)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.lpush(keys.activations_key(ns), keys.activation_record(version, time.time()))
+    pipe.ltrim(keys.activations_key(ns), 0, ACTIVATIONS_KEPT - 1)
+    pipe.execute()
 
 
 def list_versions(client: RedisClient, ns: str) -> list[dict]:

@@ -1,7 +1,8 @@
 """Export the dense part of DIN to ONNX and prove it computes what PyTorch computes.
 
-The graph takes one user's behaviours once, (T, D), and C candidates, (C, D); both axes are
-dynamic. Nothing is tiled to (C, T, D) on the host: the broadcast happens inside the graph.
+The graph takes B users, each with its behaviours once, (B, T, D), and C candidates,
+(B, C, D); every axis is dynamic. Nothing is tiled to (C, T, D) on the host: the broadcast
+happens inside the graph. It outputs the scores (B, C) and the attention weights (B, C, T).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DYNAMIC_AXES = {
     "history": {0: "B", 1: "T"},
     "history_mask": {0: "B", 1: "T"},
     "scores": {0: "B", 1: "C"},
+    "attention": {0: "B", 1: "C", 2: "T"},
 }
 
 
@@ -49,7 +51,7 @@ def export_dense_onnx(dense: DenseDIN, *, split: bool = True) -> bytes:
             example,
             buffer,
             input_names=list(ServingGraph.INPUTS),
-            output_names=[ServingGraph.OUTPUT],
+            output_names=list(ServingGraph.OUTPUTS),
             opset_version=OPSET,
             dynamo=False,
             dynamic_axes=DYNAMIC_AXES,
@@ -71,8 +73,16 @@ def goods_rows(model: DIN, items: np.ndarray, cats: np.ndarray) -> np.ndarray:
         return model.goods(torch.from_numpy(items).long(), torch.from_numpy(cats).long()).numpy()
 
 
+@torch.no_grad()
+def attention_weights(model: DIN, cand: np.ndarray, hist: np.ndarray, mask: np.ndarray):
+    """PyTorch's weights for one user: (C, D), (T, D), (T,) -> (C, T)."""
+    tensors = (torch.from_numpy(a)[None] for a in (cand, hist, mask))
+    return model.dense.attention_weights(*tensors)[0].numpy()
+
+
 def check_parity(model: DIN, onnx_bytes: bytes, samples: Samples, n_users: int = 64) -> float:
-    """Max abs diff between ONNX on looked-up vectors and PyTorch on ids, on real samples.
+    """Max abs diff between ONNX on looked-up vectors and PyTorch on ids, on real samples,
+    over the scores and the attention weights.
 
     For each chosen sample its user's history is scored against a slate of candidates (the
     sample's own item plus the other chosen items), which exercises the broadcast over C.
@@ -91,8 +101,13 @@ def check_parity(model: DIN, onnx_bytes: bytes, samples: Samples, n_users: int =
         history = goods_rows(model, samples.hist_item[row, :length], samples.hist_cat[row, :length])
         hist, mask = user_inputs(history)
         cand = goods_rows(model, slate.item, slate.cat)
-        got = session.run(None, one_user_feeds(cand, hist, mask))[0][0]
-        worst = max(worst, float(np.abs(got - expected).max()))
+        got, got_weights = session.run(None, one_user_feeds(cand, hist, mask))
+        weights = attention_weights(model, cand, hist, mask)
+        worst = max(
+            worst,
+            float(np.abs(got[0] - expected).max()),
+            float(np.abs(got_weights[0] - weights).max()),
+        )
     if worst > PARITY_TOLERANCE:
         raise ParityError(f"ONNX differs from PyTorch by {worst:.3g} > {PARITY_TOLERANCE}")
     log.info(

@@ -1,7 +1,7 @@
 """ctr-export: train DIN, publish versioned bundles to Redis, activate, roll back, clean up.
 
 ctr-export run                       # train on MovieLens-100K, publish, activate
-ctr-export train --out artifacts/bundle --model din
+ctr-export train --out artifacts/bundle --model din   # and the BaseModel, for the report
 ctr-export publish artifacts/bundle --no-activate
 ctr-export activate v1               # also the rollback
 ctr-export versions
@@ -24,9 +24,10 @@ from core.manifest import ROW_DTYPES
 from core.redis_conn import RedisClient, connect_redis
 from export import gc, publish
 from export.bundle import Bundle, build_bundle, load_bundle, save_bundle
-from export.data import DEFAULT_DATA_DIR, DataUnavailable, load_movielens, save_splits
+from export.data import DEFAULT_DATA_DIR, Dataset, DataUnavailable, load_movielens, save_splits
 from export.model import DINConfig
-from export.train import TrainConfig, train_model
+from export.report import write_report
+from export.train import TrainConfig, TrainResult, train_model
 
 app = typer.Typer(
     add_completion=False,
@@ -40,8 +41,16 @@ RedisUrl = Annotated[str, typer.Option(envvar="CTR_REDIS_URL", help="redis:// or
 Cluster = Annotated[bool, typer.Option(envvar="CTR_REDIS_CLUSTER", help="Redis Cluster")]
 Namespace = Annotated[str, typer.Option(envvar="CTR_NAMESPACE", help="key prefix")]
 BundleDir = Annotated[Path, typer.Option(help="local bundle folder")]
+Baseline = Annotated[
+    bool, typer.Option(help="also train the other model, for the report's comparison")
+]
+MaxUsers = Annotated[
+    int | None, typer.Option(min=20, help="train on the first N users only (a quick trial)")
+]
 DEFAULT_URL = "redis://localhost:6379/0"
 DEFAULT_BUNDLE = Path("artifacts/bundle")
+LABELS = {"din": "DIN", "base": "BaseModel"}
+POOLINGS = {"din": "attention", "base": "sum"}
 
 
 def redis_client(url: str, cluster: bool) -> RedisClient:
@@ -67,39 +76,77 @@ def train(
     softmax: Annotated[bool, typer.Option(help="softmax over attention weights")] = False,
     data_dir: Path = DEFAULT_DATA_DIR,
     save_splits_dir: Annotated[Path | None, typer.Option("--save-splits")] = None,
+    baseline: Baseline = True,
+    max_users: MaxUsers = None,
     progress: bool = True,
 ) -> None:
-    """Train on MovieLens-100K, export the dense graph to ONNX, check parity, save a bundle."""
+    """Train on MovieLens-100K, export the dense graph to ONNX, check parity, write the
+    training report, save a bundle."""
     bundle = train_bundle(
-        out, model, epochs, seed, activation, softmax, data_dir, save_splits_dir, progress
+        out,
+        model,
+        epochs,
+        seed,
+        activation,
+        softmax,
+        data_dir,
+        save_splits_dir,
+        baseline,
+        progress,
+        max_users,
     )
     typer.echo(json.dumps(bundle.metrics, indent=2))
 
 
-def train_bundle(out, model, epochs, seed, activation, softmax, data_dir, splits, progress):
+def train_bundle(
+    out, model, epochs, seed, activation, softmax, data_dir, splits, baseline, progress, max_users
+) -> Bundle:
+    if model not in LABELS:
+        raise typer.Exit(_fail(f"--model must be one of {sorted(LABELS)}"))
     try:
-        dataset = load_movielens(data_dir, seed=0)
+        dataset = load_movielens(data_dir, seed=0, max_users=max_users)
     except DataUnavailable as error:
         raise typer.Exit(_fail(str(error))) from error
     if splits:
         for path in save_splits(dataset, splits):
             log.info("wrote %s", path)
-    pooling = {"din": "attention", "base": "sum"}[model]
-    config = DINConfig(
+    models = [model] + ([m for m in LABELS if m != model] if baseline else [])
+    train_config = TrainConfig(epochs=epochs, seed=seed, progress=progress)
+    configs = {LABELS[name]: make_config(dataset, name, activation, softmax) for name in models}
+    results = {label: train_model(dataset, c, train_config) for label, c in configs.items()}
+    report = write_report(
+        out,
+        {label: result.epochs for label, result in results.items()},
+        {label: result.best_epoch for label, result in results.items()},
+    )
+    metrics = summarise(results, LABELS[model]) | {"seed": seed}
+    bundle = build_bundle(results[LABELS[model]].model, dataset, metrics, report=report)
+    save_bundle(bundle, out)
+    log.info("bundle and training report saved to %s", out)
+    return bundle
+
+
+def make_config(dataset: Dataset, model: str, activation: str, softmax: bool) -> DINConfig:
+    return DINConfig(
         n_items=dataset.n_items,
         n_cats=dataset.n_cats,
-        pooling=pooling,
+        pooling=POOLINGS[model],
         activation=activation,
         softmax=softmax,
     )
-    result = train_model(dataset, config, TrainConfig(epochs=epochs, seed=seed, progress=progress))
+
+
+def summarise(results: dict[str, TrainResult], served: str) -> dict:
+    """The served model's metrics at its best epoch, and each baseline's as baseline_*."""
+    result = results[served]
     metrics = {f"test_{k}": v for k, v in result.test.items()}
     metrics |= {f"valid_{k}": v for k, v in result.valid.items()}
-    metrics |= {"best_epoch": result.best_epoch, "seed": seed}
-    bundle = build_bundle(result.model, dataset, metrics)
-    save_bundle(bundle, out)
-    log.info("bundle saved to %s", out)
-    return bundle
+    metrics |= {"best_epoch": result.best_epoch, "model": served}
+    for label, other in results.items():
+        if label != served:
+            metrics |= {f"baseline_test_{k}": v for k, v in other.test.items()}
+            metrics["baseline"] = label
+    return metrics
 
 
 @app.command("publish")
@@ -203,10 +250,14 @@ def run(
     cluster: Cluster = False,
     namespace: Namespace = "din",
     data_dir: Path = DEFAULT_DATA_DIR,
+    baseline: Baseline = True,
+    max_users: MaxUsers = None,
     progress: bool = True,
 ) -> None:
     """Train, export, publish and activate, in one go."""
-    bundle = train_bundle(out, model, epochs, seed, "dice", False, data_dir, None, progress)
+    bundle = train_bundle(
+        out, model, epochs, seed, "dice", False, data_dir, None, baseline, progress, max_users
+    )
     typer.echo(json.dumps(bundle.metrics, indent=2))
     _publish(bundle, redis_url, cluster, namespace, None, row_dtype, True, progress)
 

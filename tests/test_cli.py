@@ -2,9 +2,13 @@ import numpy as np
 from typer.testing import CliRunner
 
 from core import keys
+from core.manifest import Manifest
 from export.bundle import save_bundle
 from export.cli import app
+from export.report import COLOURS, REPORT_IMAGE, REPORT_SUMMARY
+from tests.conftest import DATA_DIR
 from tests.factories import synthetic_bundle
+from tests.test_report import colour_pixels
 
 runner = CliRunner()
 
@@ -46,3 +50,27 @@ def test_bad_row_dtype_is_refused(redis_server, ns, tmp_path):
     folder = save_bundle(synthetic_bundle(5), tmp_path / "b")
     code, out = cli(redis_server, ns, "publish", str(folder), "--row-dtype", "int8")
     assert code == 1 and "float16" in out
+
+
+def test_run_trains_both_models_and_publishes_the_training_report(
+    redis_server, redis_client, ns, tmp_path
+):
+    folder = tmp_path / "bundle"
+    args = ["run", "--out", str(folder), "--epochs", "2", "--max-users", "60", "--no-progress"]
+    code, out = cli(redis_server, ns, *args, "--data-dir", str(DATA_DIR))
+    assert code == 0 and "v1 active" in out, out
+    manifest = Manifest.from_json(redis_client.get(keys.manifest_key(ns, "v1")))
+    assert manifest.metrics["model"] == "DIN" and manifest.metrics["baseline"] == "BaseModel"
+    assert 0 < manifest.metrics["baseline_test_auc"] < 1
+    assert sorted(manifest.report) == [REPORT_SUMMARY, REPORT_IMAGE]
+    image = redis_client.get(keys.report_key(ns, "v1", REPORT_IMAGE))
+    assert image == (folder / REPORT_IMAGE).read_bytes()
+    for colour in COLOURS.values():  # both models' curves are drawn
+        assert min(colour_pixels(image, colour)) > 200  # in each of the three panels
+    summary = (folder / REPORT_SUMMARY).read_text()
+    assert "| DIN |" in summary and "| BaseModel |" in summary
+
+
+def test_unknown_model_is_refused(tmp_path):
+    result = runner.invoke(app, ["train", "--model", "wide", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "--model must be one of" in result.output

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 RUN    := .run
 PORT   ?= 8000
 
-.PHONY: venv test lint demo stop bench bench-quality soak clean
+.PHONY: venv test lint browser demo stop bench bench-quality soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+browser:
+	@sh scripts/install_browser.sh
+
+test: lint browser
 	$(BIN)/pytest -q
 
 demo: $(STAMP)

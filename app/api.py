@@ -1,4 +1,4 @@
-"""HTTP routes: scoring, health, readiness, metrics."""
+"""HTTP routes: scoring, explaining, health, readiness, metrics."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from app.explain import NoAttention, explain_request
 from app.limits import check_limits, parse_score_request
 from app.schemas import (
     ErrorResponse,
+    ExplainRequest,
+    ExplainResponse,
     ReadyResponse,
     ScoreRequest,
     ScoreResponse,
     ValidationErrorResponse,
 )
-from app.scoring import NoModel, ScoreResult
+from app.scoring import NoModel
 from app.state import AppState
 from core.redis_conn import REDIS_ERRORS
 
@@ -56,24 +59,38 @@ async def validation_failed(request: Request, error: RequestValidationError) -> 
     return json_response(validation_body(error), 422)
 
 
-# The contract of POST /v1/score, for the OpenAPI document only: the route itself is the
-# plain ASGI ScoreEndpoint, which skips the framework's per-request work (request objects,
-# dependency solving), about a tenth of a request.
+# The contracts of POST /v1/score and /v1/explain, for the OpenAPI document only: the routes
+# themselves are plain ASGI JsonEndpoints, which skip the framework's per-request work
+# (request objects, dependency solving), about a tenth of a score request.
 score_contract = APIRouter()
+NO_ATTENTION = {409: {"model": ErrorResponse, "description": "the version has no attention"}}
 
 
 @score_contract.post("/v1/score", response_model=ScoreResponse, responses=UNAVAILABLE | REJECTED)
 async def score(body: ScoreRequest) -> ScoreResponse:
     """Score candidate ads for a user with the active model version."""
-    raise NotImplementedError("served by ScoreEndpoint")
+    raise NotImplementedError("served by JsonEndpoint(handle_score)")
 
 
-class ScoreEndpoint:
-    """POST /v1/score: read the body, score it, answer JSON."""
+@score_contract.post(
+    "/v1/explain",
+    response_model=ExplainResponse,
+    responses=UNAVAILABLE | REJECTED | NO_ATTENTION,
+)
+async def explain(body: ExplainRequest) -> ExplainResponse:
+    """Score candidates and rank, for each, the user's behaviours by attention weight."""
+    raise NotImplementedError("served by JsonEndpoint(handle_explain)")
+
+
+class JsonEndpoint:
+    """A POST route as plain ASGI: read the body, hand it to `handler`, answer JSON."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state.ctr
-        status, body, headers = await handle_score(state, await read_body(receive))
+        status, body, headers = await self.handler(state, await read_body(receive))
         raw_headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -94,45 +111,64 @@ async def read_body(receive: Receive) -> bytes:
 
 async def handle_score(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
     """(status, JSON body, extra headers) for one score request."""
+    return await answer(state, "score", raw, ScoreRequest, run_score)
+
+
+async def handle_explain(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
+    """(status, JSON body, extra headers) for one explain request."""
+    return await answer(state, "explain", raw, ExplainRequest, run_explain)
+
+
+async def answer(state: AppState, route: str, raw: bytes, model, run) -> tuple[int, bytes, dict]:
+    """Parse and check the body, then run it under the deadline; failures become 4xx/503."""
     try:
-        body = parse_score_request(raw)  # one pass: JSON parse and validation
+        body = parse_score_request(raw, model)  # one pass: JSON parse and validation
         check_limits(body, state.settings)
     except RequestValidationError as error:
         return 422, orjson.dumps(validation_body(error)), {}
     started = time.perf_counter()
+    requests = state.metrics.requests
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
-            result = await run_score(state, body)
+            result = await run(state, body)
     except NoModel as error:
-        state.metrics.requests.labels(outcome="no_model").inc()
+        requests.labels(route=route, outcome="no_model").inc()
         return unavailable_body("no_model", str(error))
+    except NoAttention as error:
+        requests.labels(route=route, outcome="no_attention").inc()
+        return 409, orjson.dumps({"error": "no_attention", "detail": str(error)}), {}
     except REDIS_ERRORS as error:
-        state.metrics.redis_errors.labels(op="score").inc()
-        state.metrics.requests.labels(outcome="redis_error").inc()
-        log.warning("score failed on Redis: %s", type(error).__name__)
+        state.metrics.redis_errors.labels(op=route).inc()
+        requests.labels(route=route, outcome="redis_error").inc()
+        log.warning("%s failed on Redis: %s", route, type(error).__name__)
         return unavailable_body("redis_unavailable", "the feature store did not answer in time")
     except TimeoutError:
-        state.metrics.requests.labels(outcome="timeout").inc()
+        requests.labels(route=route, outcome="timeout").inc()
         return unavailable_body("timeout", "the request passed its deadline")
-    state.metrics.stage_seconds.labels(stage="total").observe(time.perf_counter() - started)
-    state.metrics.requests.labels(outcome="ok").inc()
-    return 200, orjson.dumps(result.to_dict()), {}
+    stage = "total" if route == "score" else route
+    state.metrics.stage_seconds.labels(stage=stage).observe(time.perf_counter() - started)
+    requests.labels(route=route, outcome="ok").inc()
+    return 200, orjson.dumps(result), {}
 
 
 def unavailable_body(error: str, detail: str) -> tuple[int, bytes, dict]:
     return 503, orjson.dumps({"error": error, "detail": detail}), {"Retry-After": "1"}
 
 
-async def run_score(state: AppState, body: ScoreRequest) -> ScoreResult:
+async def run_explain(state: AppState, body: ExplainRequest) -> dict:
+    return await state.in_worker(explain_request, state.service, body)
+
+
+async def run_score(state: AppState, body: ScoreRequest) -> dict:
     """One thread hop for fetch and inference, or fetch then a shared micro-batched run.
 
     At the deadline the request answers and leaves its thread to finish alone: redis-py can
     outlast the Redis timeout (on a cluster it re-sends each failed per-slot MGET).
     """
     if not state.batching_now():
-        return await state.in_worker(state.service.score, body)
+        return (await state.in_worker(state.service.score, body)).to_dict()
     prepared = await state.in_worker(state.service.prepare, body)
-    return state.service.finish(prepared, await state.batcher.score(prepared))
+    return state.service.finish(prepared, await state.batcher.score(prepared)).to_dict()
 
 
 @router.get("/healthz")

@@ -80,13 +80,19 @@ def _parse_manifest(raw: bytes, version: str) -> Manifest:
 
 def _make_scorer(onnx_bytes: bytes, manifest: Manifest, device: str, threads: int) -> Scorer:
     try:
-        scorer = Scorer(create_session(onnx_bytes, device, threads), manifest.onnx_output)
+        session = create_session(onnx_bytes, device, threads)
+        scorer = Scorer(session, manifest.onnx_output, manifest.onnx_attention)
     except ScorerError:
         raise
     except Exception as error:  # onnxruntime's parse errors have no common base class
         raise BundleRefused(f"{manifest.version}: ONNX does not load: {error}") from error
     if scorer.input_names != manifest.onnx_inputs:
         raise BundleRefused(f"{manifest.version}: graph inputs {scorer.input_names}")
+    wanted = [manifest.onnx_output] + ([manifest.onnx_attention] if manifest.onnx_attention else [])
+    if not set(wanted) <= set(scorer.output_names):
+        raise BundleRefused(
+            f"{manifest.version}: graph outputs {scorer.output_names}, not {wanted}"
+        )
     shapes = scorer.input_shapes()
     widths = [s[-1] for s in shapes[:2]]
     if [len(s) for s in shapes] != [3, 3, 2] or widths != [manifest.goods_dim] * 2:

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     ort_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
     worker_threads: int = Field(4, ge=1, description="threads running Redis and inference")
     max_candidates: int = Field(2000, ge=1, description="candidates per request")
+    explain_max_candidates: int = Field(50, ge=1, description="candidates per explain request")
     max_history: int = Field(200, ge=1, description="behaviours per explicit history")
     max_id_length: int = Field(64, ge=1, description="characters per raw id")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="request body limit")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from app.bundle import LoadedBundle
 from app.cache import RowCache
@@ -43,6 +44,13 @@ class RowFetcher:
         """The user's most recent `limit` behaviours, oldest first ([] for a new user)."""
         values = self.client.lrange(keys.history_key(self.ns, user_id), -limit, -1)
         return [v.decode() for v in values]
+
+    def item_metadata(self, bundle: LoadedBundle, ids: list[str]) -> dict[str, dict]:
+        """Title and category of each id the version describes (one round trip)."""
+        if not bundle.manifest.item_metadata or not ids:
+            return {}
+        values = self._mget(keys.item_meta_keys(self.ns, bundle.version, ids))
+        return {i: orjson.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     def fetch_tables(
         self, bundle: LoadedBundle, wanted: dict[str, list[str]]

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.schemas import Item, ScoreRequest
+from app.schemas import ExplainRequest, Item, ScoreRequest
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # the same rule, for the OpenAPI schema
@@ -59,10 +59,10 @@ async def _too_large(send: Send, max_bytes: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def parse_score_request(raw: bytes) -> ScoreRequest:
+def parse_score_request(raw: bytes, model: type[ScoreRequest] = ScoreRequest) -> ScoreRequest:
     """Parse and validate in one pass (pydantic's JSON parser also bounds nesting depth)."""
     try:
-        return ScoreRequest.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as error:
         errors = error.errors(include_url=False, include_input=False, include_context=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
@@ -71,19 +71,29 @@ def parse_score_request(raw: bytes) -> ScoreRequest:
 def document_limits(schemas: dict, settings: Settings) -> None:
     """Write the configured limits into the OpenAPI schemas, so the contract is the real one."""
     ids = {"maxLength": settings.max_id_length, "pattern": ID_PATTERN}
-    request, item = schemas["ScoreRequest"]["properties"], schemas["Item"]["properties"]
-    request["user_id"] |= ids
+    item = schemas["Item"]["properties"]
     item["item_id"] |= ids
     item["category"]["anyOf"][0] |= ids
-    request["candidates"]["maxItems"] = settings.max_candidates
-    request["history"]["anyOf"][0]["maxItems"] = settings.max_history
+    for name, max_candidates in (
+        ("ScoreRequest", settings.max_candidates),
+        ("ExplainRequest", settings.explain_max_candidates),
+    ):
+        request = schemas[name]["properties"]
+        request["user_id"] |= ids
+        request["candidates"]["maxItems"] = max_candidates
+        request["history"]["anyOf"][0]["maxItems"] = settings.max_history
 
 
 def check_limits(request: ScoreRequest, settings: Settings) -> None:
     """422 naming the field, for limits that come from configuration."""
     errors = []
-    if len(request.candidates) > settings.max_candidates:
-        errors.append(_error(("candidates",), f"at most {settings.max_candidates} candidates"))
+    max_candidates = (
+        settings.explain_max_candidates
+        if isinstance(request, ExplainRequest)
+        else settings.max_candidates
+    )
+    if len(request.candidates) > max_candidates:
+        errors.append(_error(("candidates",), f"at most {max_candidates} candidates"))
     if request.history is not None and len(request.history) > settings.max_history:
         errors.append(_error(("history",), f"at most {settings.max_history} behaviours"))
     if errors or not _ids_look_fine(request, settings.max_id_length):

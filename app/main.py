@@ -13,11 +13,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import Route
 
-from app.api import ScoreEndpoint, router, score_contract, validation_failed
+from app.api import (
+    JsonEndpoint,
+    handle_explain,
+    handle_score,
+    router,
+    score_contract,
+    validation_failed,
+)
 from app.config import Settings
 from app.limits import BodySizeLimit, document_limits
 from app.logs import configure_logging
 from app.state import build_state, close_state
+from app.ui import mount_ui
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="DIN CTR serving", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
-    app.router.routes.append(Route("/v1/score", ScoreEndpoint(), methods=["POST"]))
+    mount_ui(app)
+    app.router.routes.append(Route("/v1/score", JsonEndpoint(handle_score), methods=["POST"]))
+    app.router.routes.append(Route("/v1/explain", JsonEndpoint(handle_explain), methods=["POST"]))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.openapi = lambda: openapi_with_request_models(app, settings)

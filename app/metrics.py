@@ -15,7 +15,7 @@ class Metrics:
             "ctr_stage_seconds", "Latency per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.requests = Counter(
-            "ctr_requests", "Score requests by outcome", ["outcome"], registry=r
+            "ctr_requests", "Requests by route and outcome", ["route", "outcome"], registry=r
         )
         self.candidates = Counter("ctr_candidates_scored", "Candidates scored", registry=r)
         self.cache_hits = Counter("ctr_cache_hits", "Row cache hits", registry=r)

@@ -53,14 +53,19 @@ def _try_cuda(onnx_bytes: bytes, threads: int) -> ort.InferenceSession | None:
 class Scorer:
     """Runs the dense graph: candidates (C, D), history (T, D), mask (T,) -> scores (C,)."""
 
-    def __init__(self, session: ort.InferenceSession, output: str) -> None:
+    def __init__(self, session: ort.InferenceSession, output: str, attention: str = "") -> None:
         self.session = session
         self.output = output
+        self.attention = attention  # the attention-weights output; "" when the graph has none
         self.provider = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.input_names = [i.name for i in session.get_inputs()]
 
     def input_shapes(self) -> list[list[int | str]]:
         return [list(i.shape) for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
 
     def score(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """One user: (C, D), (T, D), (T,) -> (C,)."""
@@ -72,6 +77,15 @@ class Scorer:
         if self.provider == "cuda":
             return self._score_bound(feeds)
         return self.session.run([self.output], feeds)[0]
+
+    def explain(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray):
+        """One user, one run for both outputs: (C, D), (T, D), (T,) -> scores (C,), weights
+        (C, T). The scores are the same run of the same graph as score()'s."""
+        feeds = dict(
+            zip(self.input_names, (candidates[None], history[None], mask[None]), strict=True)
+        )
+        scores, weights = self.session.run([self.output, self.attention], feeds)
+        return scores[0], weights[0]
 
     def _score_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         binding = self.session.io_binding()

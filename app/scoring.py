@@ -41,9 +41,14 @@ class Prepared:
     mask: np.ndarray  # (T,)
     stats: FetchStats
     history_source: str
-    history_length: int
+    history_items: list[str]  # the behaviours used, oldest first
+    history_categories: list[str | None]  # explicit categories from the request, else None
     started: float
     fetched: float
+
+    @property
+    def history_length(self) -> int:
+        return len(self.history_items)
 
 
 class ScoringService:
@@ -83,13 +88,14 @@ class ScoringService:
             mask,
             inputs.stats,
             source,
-            len(hist_items),
+            hist_items,
+            hist_cats,
             started,
             time.perf_counter(),
         )
 
     def finish(self, prepared: Prepared, scores: np.ndarray) -> ScoreResult:
-        unknown = self._record(prepared, time.perf_counter())
+        unknown = self.record(prepared, time.perf_counter())
         return ScoreResult(
             prepared.bundle.version,
             scores.tolist(),
@@ -104,7 +110,8 @@ class ScoringService:
         scores = prepared.bundle.scorer.score(prepared.candidates, prepared.history, prepared.mask)
         return self.finish(prepared, scores)
 
-    def _record(self, prepared: Prepared, done: float) -> int:
+    def record(self, prepared: Prepared, done: float) -> int:
+        """Stage timings and fetch counters of a finished request; returns its unknown ids."""
         m, stats = self.metrics, prepared.stats
         m.stage_seconds.labels(stage="fetch").observe(prepared.fetched - prepared.started)
         m.stage_seconds.labels(stage="infer").observe(done - prepared.fetched)

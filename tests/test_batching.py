@@ -17,7 +17,8 @@ def prepared(bundle, n_cand: int, n_hist: int, seed: int) -> Prepared:
     rng = np.random.default_rng(seed)
     history, mask = user_inputs(rng.standard_normal((n_hist, 36)).astype(np.float32))
     cands = rng.standard_normal((n_cand, 36)).astype(np.float32)
-    return Prepared(bundle, cands, history, mask, None, "request", n_hist, 0.0, 0.0)
+    items, cats = ["x"] * n_hist, [None] * n_hist
+    return Prepared(bundle, cands, history, mask, None, "request", items, cats, 0.0, 0.0)
 
 
 def test_a_padded_batch_scores_each_user_like_a_batch_of_one(redis_client, ns):

@@ -1,0 +1,73 @@
+"""One explain request: the score request's pinned bundle and rows, plus the attention weights
+of every (candidate, behaviour) pair, ranked and labelled with item titles and categories."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.features import RowFetcher
+from app.schemas import ScoreRequest
+from app.scoring import Prepared, ScoringService
+
+
+class NoAttention(RuntimeError):
+    """The pinned version's graph has no attention output (published before it existed)."""
+
+
+def explain_request(service: ScoringService, request: ScoreRequest) -> dict:
+    """The ExplainResponse body, from one inference run that yields scores and weights."""
+    prepared = service.prepare(request)
+    scorer = prepared.bundle.scorer
+    if not scorer.attention:
+        raise NoAttention(f"{prepared.bundle.version} has no attention output; republish it")
+    scores, weights = scorer.explain(prepared.candidates, prepared.history, prepared.mask)
+    weights = weights[:, : prepared.history_length]  # (C, T) without the empty-history pad
+    metadata = fetch_metadata(service.fetcher, prepared, request)
+    history = describe_history(prepared, metadata)
+    return {
+        "version": prepared.bundle.version,
+        "pooling": prepared.bundle.manifest.model.get("pooling", "attention"),
+        "normalised": bool(prepared.bundle.manifest.model.get("softmax", False)),
+        "history_length": prepared.history_length,
+        "history_source": prepared.history_source,
+        "unknown_ids": sum(prepared.stats.unknown.values()),
+        "history": history,
+        "candidates": [
+            describe_candidate(item, metadata, float(score), row, history)
+            for item, score, row in zip(request.candidates, scores, weights, strict=True)
+        ],
+    }
+
+
+def fetch_metadata(fetcher: RowFetcher, prepared: Prepared, request: ScoreRequest) -> dict:
+    ids = {c.item_id for c in request.candidates} | set(prepared.history_items)
+    return fetcher.item_metadata(prepared.bundle, sorted(ids))
+
+
+def describe_history(prepared: Prepared, metadata: dict) -> list[dict]:
+    described = []
+    for position, (item, category) in enumerate(
+        zip(prepared.history_items, prepared.history_categories, strict=True)
+    ):
+        known = metadata.get(item, {})
+        described.append(
+            {
+                "position": position,
+                "item_id": item,
+                "category": category or known.get("category"),
+                "title": known.get("title"),
+            }
+        )
+    return described
+
+
+def describe_candidate(item, metadata: dict, score: float, weights, history) -> dict:
+    known = metadata.get(item.item_id, {})
+    ranked = np.argsort(-weights, kind="stable")  # heaviest first, ties oldest first
+    return {
+        "item_id": item.item_id,
+        "category": item.category or known.get("category"),
+        "title": known.get("title"),
+        "score": score,
+        "behaviours": [history[k] | {"weight": float(weights[k])} for k in ranked],
+    }

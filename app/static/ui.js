@@ -1,0 +1,217 @@
+// The page: versions and metrics, the explain form, CTR bars, the attention heatmap and the
+// training report. Plain DOM code, no framework and no network beyond this service.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+
+function el(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function fmt(value, digits = 4) {
+  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "–";
+}
+
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleString() : "–";
+}
+
+function ids(text) {
+  return text.split(/[\s,]+/).filter((id) => id.length > 0);
+}
+
+async function getJson(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(describeError(response.status, body));
+  return body;
+}
+
+function describeError(status, body) {
+  if (Array.isArray(body.detail)) {
+    const fields = body.detail.map((e) => `${e.loc.slice(1).join(".")}: ${e.msg}`);
+    return `${status}: ${fields.join("; ")}`;
+  }
+  return `${status} ${body.error || ""}: ${body.detail || "request failed"}`;
+}
+
+// ---- versions -------------------------------------------------------------------------
+
+async function showVersions() {
+  const listing = await getJson("/v1/versions");
+  const shown = listing.serving || listing.active;
+  $("#status").textContent =
+    `active version: ${listing.active || "none"} · this replica serves: ${listing.serving || "none"}`;
+  const body = $("#versions tbody");
+  body.replaceChildren(...listing.versions.map(versionRow));
+  const active = listing.versions.find((v) => v.version === shown);
+  showActiveMetrics(active);
+  if (shown) await showVersionDetail(shown);
+}
+
+function versionRow(v) {
+  const m = v.metrics || {};
+  const cells = [
+    v.version, when(v.published_at), when(v.activated_at), v.pooling === "sum" ? "BaseModel" : "DIN",
+    fmt(m.test_auc), fmt(m.test_gauc), fmt(m.baseline_test_auc), fmt(m.baseline_test_gauc),
+  ];
+  return el("tr", { className: v.active ? "active" : "" }, cells.map((c) => el("td", { textContent: c })));
+}
+
+function showActiveMetrics(version) {
+  const m = (version && version.metrics) || {};
+  const items = [
+    ["version", version ? version.version : "none"],
+    ["test AUC", fmt(m.test_auc)],
+    ["test GAUC", fmt(m.test_gauc)],
+    ["published", when(version && version.published_at)],
+    ["last activated", when(version && version.activated_at)],
+  ];
+  if (m.baseline) items.push([`${m.baseline} GAUC`, fmt(m.baseline_test_gauc)]);
+  $("#active-metrics").replaceChildren(
+    ...items.map(([name, value]) => el("div", {}, [el("dt", { textContent: name }), el("dd", { textContent: value })])),
+  );
+}
+
+async function showVersionDetail(version) {
+  const detail = await getJson(`/v1/versions/${encodeURIComponent(version)}`);
+  const select = $("#demo-user");
+  for (const user of detail.demo_users) select.append(el("option", { value: user, textContent: user }));
+  if (!$("#candidates").value) $("#candidates").value = detail.demo_items.join(" ");
+  showReport(version, detail.report);
+}
+
+async function showReport(version, files) {
+  const base = `/v1/versions/${encodeURIComponent(version)}/report/`;
+  $("#report-missing").hidden = files.length > 0;
+  if (files.includes("report.png")) {
+    $("#report-image").src = base + "report.png";
+    $("#report-image").hidden = false;
+  }
+  if (files.includes("report.md")) {
+    const response = await fetch(base + "report.md");
+    if (response.ok) {
+      $("#report-summary").textContent = await response.text();
+      $("#report-summary").hidden = false;
+    }
+  }
+}
+
+// ---- explain --------------------------------------------------------------------------
+
+function explainRequest() {
+  const request = {
+    user_id: $("#user-id").value.trim(),
+    candidates: ids($("#candidates").value).map((id) => ({ item_id: id })),
+  };
+  const history = ids($("#history").value);
+  if (history.length) request.history = history.map((id) => ({ item_id: id }));
+  return request;
+}
+
+async function submitExplain(event) {
+  event.preventDefault();
+  const error = $("#error");
+  error.hidden = true;
+  $("#submit").disabled = true;
+  try {
+    const answer = await getJson("/v1/explain", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(explainRequest()),
+    });
+    showExplanation(answer);
+  } catch (failure) {
+    error.textContent = failure.message;
+    error.hidden = false;
+  } finally {
+    $("#submit").disabled = false;
+  }
+}
+
+function label(item) {
+  return item.title ? `${item.title} [${item.item_id}]` : item.item_id;
+}
+
+function showExplanation(answer) {
+  $("#result").hidden = false;
+  $("#result-meta").textContent =
+    `scored by ${answer.version} · ${answer.history_length} behaviours from ${answer.history_source}` +
+    ` · ${answer.unknown_ids} unknown ids · pooling: ${answer.pooling}`;
+  showBars(answer.candidates);
+  showHeatmap(answer);
+}
+
+function showBars(candidates) {
+  const top = Math.max(...candidates.map((c) => c.score), 1e-9);
+  $("#bars").replaceChildren(
+    ...candidates.map((c) =>
+      el("div", { className: "bar-row" }, [
+        el("span", { className: "bar-label", textContent: label(c), title: label(c) }),
+        el("div", { className: "bar-track" }, [
+          el("div", { className: "bar", style: `width: ${(100 * c.score) / top}%` }),
+        ]),
+        el("span", { className: "bar-value", textContent: fmt(c.score) }),
+      ]),
+    ),
+  );
+}
+
+function showHeatmap(answer) {
+  const grid = $("#heatmap");
+  const columns = answer.history.length;
+  grid.style.gridTemplateColumns = `16rem repeat(${columns}, 1.1rem)`;
+  const weights = answer.candidates.map((c) => weightRow(c, columns));
+  const flat = weights.flat();
+  const low = Math.min(...flat);
+  const high = Math.max(...flat);
+  const cells = [el("div", { className: "hm-corner" })];
+  for (const behaviour of answer.history) {
+    cells.push(el("div", { className: "hm-col", textContent: label(behaviour), title: describe(behaviour) }));
+  }
+  answer.candidates.forEach((candidate, row) => {
+    cells.push(el("div", { className: "hm-row", textContent: label(candidate), title: label(candidate) }));
+    weights[row].forEach((weight, col) => {
+      const behaviour = answer.history[col];
+      cells.push(el("div", {
+        className: "cell",
+        title: `${label(candidate)} × ${label(behaviour)}: ${fmt(weight)}`,
+        style: `background: ${shade(weight, low, high)}`,
+      }));
+    });
+  });
+  grid.replaceChildren(...cells);
+}
+
+function describe(behaviour) {
+  return `${label(behaviour)}${behaviour.category ? ` · ${behaviour.category}` : ""}`;
+}
+
+function weightRow(candidate, columns) {
+  const row = new Array(columns).fill(0);
+  for (const b of candidate.behaviours) row[b.position] = b.weight;
+  return row;
+}
+
+function shade(weight, low, high) {
+  const t = high > low ? (weight - low) / (high - low) : 1;
+  const lightness = 96 - 62 * t; // light for the lightest weight, deep red for the heaviest
+  return `hsl(2, 70%, ${lightness}%)`;
+}
+
+// ---- start ------------------------------------------------------------------------------
+
+function start() {
+  $("#demo-user").addEventListener("change", (event) => {
+    if (event.target.value) $("#user-id").value = event.target.value;
+  });
+  $("#explain-form").addEventListener("submit", submitExplain);
+  showVersions().catch((failure) => {
+    $("#status").textContent = `could not read the versions: ${failure.message}`;
+  });
+}
+
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,82 @@
+"""The browser page (/ui) and the read-only routes it uses: versions, reports."""
+
+from __future__ import annotations
+
+from pathlib import Path as FilePath
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from app import catalog
+from app.api import UNAVAILABLE, StateDep, json_response, unavailable_body
+from app.schemas import ErrorResponse, VersionDetail, VersionsResponse
+from app.state import AppState
+from core.redis_conn import REDIS_ERRORS
+
+STATIC = FilePath(__file__).resolve().parent / "static"
+router = APIRouter()
+VersionName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+FileName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such version or file"}}
+
+
+def mount_ui(app) -> None:
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+
+
+@router.get("/ui", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/v1/versions", response_model=VersionsResponse, responses=UNAVAILABLE)
+async def versions(state: StateDep) -> Response:
+    """Published versions, newest first, with metrics and activation times."""
+    serving = state.holder.current.version if state.holder.current else None
+    return await read(state, catalog.list_versions, serving)
+
+
+@router.get(
+    "/v1/versions/{version}", response_model=VersionDetail, responses=UNAVAILABLE | NOT_FOUND
+)
+async def version(state: StateDep, version: VersionName) -> Response:
+    """One version: model, metrics, demo users and items, report files."""
+    return await read(state, catalog.version_detail, version)
+
+
+@router.get(
+    "/v1/versions/{version}/report/{name}",
+    response_class=Response,
+    responses=UNAVAILABLE | NOT_FOUND | {200: {"content": {"image/png": {}, "text/markdown": {}}}},
+)
+async def report(state: StateDep, version: VersionName, name: FileName) -> Response:
+    """A file of the version's training report (report.png, report.md)."""
+    try:
+        content = await state.in_worker(catalog.report_file, *where(state), version, name)
+    except REDIS_ERRORS:
+        return redis_down()
+    if content is None:
+        return json_response({"error": "not_found", "detail": f"{version} has no {name}"}, 404)
+    return Response(content, media_type=catalog.media_type(name))
+
+
+async def read(state: AppState, reader, *args) -> Response:
+    try:
+        body = await state.in_worker(reader, *where(state), *args)
+    except REDIS_ERRORS:
+        return redis_down()
+    if body is None:
+        return json_response({"error": "not_found", "detail": f"no version {args[0]}"}, 404)
+    return json_response(body)
+
+
+def where(state: AppState) -> tuple:
+    return state.client, state.settings.namespace
+
+
+def redis_down() -> Response:
+    status, body, headers = unavailable_body("redis_unavailable", "Redis did not answer")
+    return Response(body, status, headers=headers, media_type="application/json")

@@ -1,0 +1,147 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import keys
+from export.bundle import build_bundle
+from export.publish import publish_bundle
+from tests.conftest import train_tiny
+from tests.service import in_process
+from tests.test_service import as_items, score
+
+
+@pytest.fixture
+def published(redis_client, ns, bundle):
+    return publish_bundle(redis_client, ns, bundle, progress=False)
+
+
+@pytest.fixture
+def client(redis_server, ns, published):
+    with in_process(redis_server.url, ns, explain_max_candidates=8) as client:
+        yield client
+
+
+def explain(client, payload, status=200):
+    response = client.post("/v1/explain", json=payload)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def test_explain_scores_equal_score_scores(client, published):
+    for payload in (
+        {"user_id": "1", "candidates": as_items(["50", "181", "1", "no-such-item"])},
+        {"user_id": "u", "history": as_items(["1", "50", "7"]), "candidates": as_items(["9"])},
+        {"user_id": "nobody", "candidates": as_items(["50", "1"])},
+    ):
+        explained = explain(client, payload)
+        scored = score(client, payload)
+        assert explained["version"] == scored["version"] == published.version
+        assert [c["score"] for c in explained["candidates"]] == scored["scores"]
+        assert explained["history_length"] == scored["history_length"]
+        assert explained["unknown_ids"] == scored["unknown_ids"]
+
+
+def test_weights_equal_pytorch_attention_on_the_same_rows(client, trained, movielens_slice):
+    test, vocab = movielens_slice.test, movielens_slice.item_vocab
+    for row in np.random.default_rng(3).choice(len(test), 5, replace=False):
+        hist_index = test.hist_item[row, : test.hist_len[row]]
+        cand_index = np.unique(test.item[np.random.default_rng(row).choice(len(test), 6)])
+        body = explain(
+            client,
+            {
+                "user_id": "u",
+                "history": as_items(vocab[hist_index]),
+                "candidates": as_items(vocab[cand_index]),
+            },
+        )
+        got = weight_matrix(body)
+        want = pytorch_weights(trained.model, movielens_slice.item_cat, cand_index, hist_index)
+        assert got.shape == want.shape == (len(cand_index), len(hist_index))
+        assert np.abs(got - want).max() <= 1e-5
+
+
+def weight_matrix(body: dict) -> np.ndarray:
+    matrix = np.full((len(body["candidates"]), body["history_length"]), np.nan)
+    for row, candidate in enumerate(body["candidates"]):
+        for behaviour in candidate["behaviours"]:
+            matrix[row, behaviour["position"]] = behaviour["weight"]
+    return matrix
+
+
+@torch.no_grad()
+def pytorch_weights(model, item_cat, cand_index, hist_index) -> np.ndarray:
+    """DIN's activation unit, unsplit, on the model's own embeddings looked up by index."""
+    model.eval()
+    cand = model.goods(
+        torch.from_numpy(cand_index).long(), torch.from_numpy(item_cat[cand_index]).long()
+    )
+    hist = model.goods(
+        torch.from_numpy(hist_index).long(), torch.from_numpy(item_cat[hist_index]).long()
+    )
+    model.dense.attention.split = False
+    return model.dense.attention(cand[None], hist[None])[0].numpy()
+
+
+def test_behaviours_are_ranked_heaviest_first_with_titles_and_categories(client, movielens_slice):
+    body = explain(client, {"user_id": "1", "candidates": as_items(["50", "181"])})
+    titles, history = movielens_slice.item_titles, body["history"]
+    assert [b["position"] for b in history] == list(range(body["history_length"]))
+    assert body["history_length"] > 5 and body["history_source"] == "redis"
+    for behaviour in history:
+        assert behaviour["title"] == titles[behaviour["item_id"]]
+        assert behaviour["category"] in movielens_slice.cat_vocab
+    for candidate in body["candidates"]:
+        weights = [b["weight"] for b in candidate["behaviours"]]
+        assert weights == sorted(weights, reverse=True)
+        assert sorted(b["position"] for b in candidate["behaviours"]) == list(range(len(history)))
+        assert candidate["title"] == titles[candidate["item_id"]]
+    assert body["candidates"][0]["title"].startswith("Star Wars")
+
+
+def test_explicit_categories_are_shown_and_unknown_items_have_no_title(client):
+    body = explain(
+        client,
+        {
+            "user_id": "u",
+            "history": as_items(["50", "no-such-item"], ["Horror", None]),
+            "candidates": as_items(["another-unknown"]),
+        },
+    )
+    assert body["history"][0]["category"] == "Horror"
+    assert body["history"][1]["title"] is None and body["history"][1]["category"] is None
+    assert body["candidates"][0]["title"] is None and body["unknown_ids"] == 2
+
+
+def test_explain_has_its_own_candidate_limit(client):
+    many = {"user_id": "1", "candidates": as_items([str(i) for i in range(1, 10)])}
+    body = explain(client, many, status=422)
+    assert body["detail"][0]["loc"] == ["body", "candidates"]
+    assert "at most 8" in body["detail"][0]["msg"]
+    assert len(score(client, many)["scores"]) == 9
+
+
+def test_a_user_without_history_gets_scores_and_no_behaviours(client):
+    body = explain(client, {"user_id": "nobody", "candidates": as_items(["50"])})
+    assert body["history"] == [] and body["candidates"][0]["behaviours"] == []
+
+
+def test_base_model_weighs_every_behaviour_one(redis_server, redis_client, ns, movielens_slice):
+    base = build_bundle(train_tiny(movielens_slice, pooling="sum").model, movielens_slice, {})
+    publish_bundle(redis_client, ns, base, progress=False)
+    with in_process(redis_server.url, ns) as client:
+        body = explain(client, {"user_id": "1", "candidates": as_items(["50", "1"])})
+    assert body["pooling"] == "sum"
+    weights = [b["weight"] for c in body["candidates"] for b in c["behaviours"]]
+    assert weights and set(weights) == {1.0}
+
+
+def test_a_version_without_attention_output_answers_409(redis_server, redis_client, ns, published):
+    raw = json.loads(redis_client.get(keys.manifest_key(ns, published.version)))
+    raw["onnx_attention"] = ""  # as if published before attention was exported
+    redis_client.set(keys.manifest_key(ns, published.version), json.dumps(raw))
+    with in_process(redis_server.url, ns) as client:
+        body = explain(client, {"user_id": "1", "candidates": as_items(["50"])}, status=409)
+        assert body["error"] == "no_attention" and published.version in body["detail"]
+        assert len(score(client, {"user_id": "1", "candidates": as_items(["50"])})["scores"]) == 1

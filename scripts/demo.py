@@ -64,8 +64,21 @@ def show_request(port: int) -> None:
     )
     answer = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=EXAMPLE_REQUEST, timeout=5)
     print(json.dumps(answer.json(), indent=2))
-    print(f"\nDocs: http://127.0.0.1:{port}/docs   Metrics: http://127.0.0.1:{port}/metrics")
+    show_explanation(port)
+    print(f"\nSee it: http://127.0.0.1:{port}/ui   (bars, attention heatmap, training report)")
+    print(f"Docs: http://127.0.0.1:{port}/docs   Metrics: http://127.0.0.1:{port}/metrics")
+    print("Training report: artifacts/bundle/report.png and report.md")
     print("Stop everything with: make stop")
+
+
+def show_explanation(port: int, top: int = 3) -> None:
+    """The same request through /v1/explain: the behaviours that weighed most per candidate."""
+    answer = httpx.post(f"http://127.0.0.1:{port}/v1/explain", json=EXAMPLE_REQUEST, timeout=5)
+    print(f"\nWhy (POST /v1/explain): the {top} past movies that weighed most for each candidate")
+    for candidate in answer.json()["candidates"]:
+        name = candidate["title"] or candidate["item_id"]
+        heaviest = ", ".join(b["title"] or b["item_id"] for b in candidate["behaviours"][:top])
+        print(f"  {name} ({candidate['score']:.3f}): {heaviest}")
 
 
 def stop() -> None:

@@ -136,7 +136,10 @@ function label(item) {
   return item.title ? `${item.title} [${item.item_id}]` : item.item_id;
 }
 
+let lastAnswer = null;
+
 function showExplanation(answer) {
+  lastAnswer = answer;
   $("#result").hidden = false;
   $("#result-meta").textContent =
     `scored by ${answer.version} · ${answer.history_length} behaviours from ${answer.history_source}` +
@@ -164,22 +167,25 @@ function showHeatmap(answer) {
   const grid = $("#heatmap");
   const columns = answer.history.length;
   grid.style.gridTemplateColumns = `16rem repeat(${columns}, 1.1rem)`;
-  const weights = answer.candidates.map((c) => weightRow(c, columns));
-  const flat = weights.flat();
-  const low = Math.min(...flat);
-  const high = Math.max(...flat);
+  const mode = $("#shading").value;
+  const raw = answer.candidates.map((c) => weightRow(c, columns));
+  const weights = mode === "pair" ? interaction(raw) : raw;
+  const scales = weights.map((row) => (mode === "row" ? row : weights.flat()));
   const cells = [el("div", { className: "hm-corner" })];
   for (const behaviour of answer.history) {
     cells.push(el("div", { className: "hm-col", textContent: label(behaviour), title: describe(behaviour) }));
   }
   answer.candidates.forEach((candidate, row) => {
+    const low = Math.min(...scales[row]);
+    const high = Math.max(...scales[row]);
     cells.push(el("div", { className: "hm-row", textContent: label(candidate), title: label(candidate) }));
-    weights[row].forEach((weight, col) => {
+    weights[row].forEach((value, col) => {
       const behaviour = answer.history[col];
+      const weight = raw[row][col];
       cells.push(el("div", {
         className: "cell",
         title: `${label(candidate)} × ${label(behaviour)}: ${fmt(weight)}`,
-        style: `background: ${shade(weight, low, high)}`,
+        style: `background: ${mode === "pair" ? diverging(value, low, high) : shade(value, low, high)}`,
       }));
     });
   });
@@ -196,6 +202,23 @@ function weightRow(candidate, columns) {
   return row;
 }
 
+// A weight is mostly a candidate term plus a behaviour term (the activation unit's first layer
+// is additive in them); what is left after removing both is what links this candidate to this
+// behaviour in particular.
+function interaction(rows) {
+  const mean = (values) => values.reduce((sum, v) => sum + v, 0) / Math.max(values.length, 1);
+  const rowMeans = rows.map(mean);
+  const colMeans = rows[0].map((_, col) => mean(rows.map((row) => row[col])));
+  const grand = mean(rowMeans);
+  return rows.map((row, r) => row.map((v, c) => v - rowMeans[r] - colMeans[c] + grand));
+}
+
+function diverging(value, low, high) {
+  const reach = Math.max(Math.abs(low), Math.abs(high), 1e-12);
+  const t = Math.min(Math.abs(value) / reach, 1);
+  return `hsl(${value >= 0 ? 2 : 214}, 70%, ${97 - 55 * t}%)`;
+}
+
 function shade(weight, low, high) {
   const t = high > low ? (weight - low) / (high - low) : 1;
   const lightness = 96 - 62 * t; // light for the lightest weight, deep red for the heaviest
@@ -209,6 +232,7 @@ function start() {
     if (event.target.value) $("#user-id").value = event.target.value;
   });
   $("#explain-form").addEventListener("submit", submitExplain);
+  $("#shading").addEventListener("change", () => lastAnswer && showHeatmap(lastAnswer));
   showVersions().catch((failure) => {
     $("#status").textContent = `could not read the versions: ${failure.message}`;
   });

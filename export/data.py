@@ -118,8 +118,14 @@ def read_ratings(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 
 
 def _item_lines(folder: Path) -> list[list[str]]:
-    """ml-100k.item rows: item_id, movie_title, release_year, class (genres)."""
-    lines = (folder / "ml-100k.item").read_text(encoding="latin-1").splitlines()[1:]
+    """ml-100k.item rows: item_id, movie_title, release_year, class (genres). The wheel's copy
+    is UTF-8 (GroupLens' original is Latin-1; accept both)."""
+    raw = (folder / "ml-100k.item").read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    lines = text.splitlines()[1:]
     return [line.split("\t") for line in lines]
 
 

@@ -75,3 +75,10 @@ def test_gauc_weights_users_by_impressions_and_skips_one_label_users():
     scores = np.array([0.9, 0.1, 0.2, 0.8, 0.3, 0.7, 0.5, 0.5])
     # user 0: AUC 0.75 over 4 impressions, user 1: AUC 0 over 2, user 2 has one label only
     assert abs(gauc(users, labels, scores) - (0.75 * 4 + 0.0 * 2) / 6) < 1e-12
+
+
+def test_titles_carry_the_year_and_decode_accents(movielens_slice):
+    titles = movielens_slice.item_titles
+    assert titles["50"] == "Star Wars (1977)"
+    assert titles["1233"] == "Nénette et Boni (1996)"
+    assert len(titles) == 1682

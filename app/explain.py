@@ -24,6 +24,8 @@ def explain_request(service: ScoringService, request: ScoreRequest) -> dict:
     weights = weights[:, : prepared.history_length]  # (C, T) without the empty-history pad
     metadata = fetch_metadata(service.fetcher, prepared, request)
     history = describe_history(prepared, metadata)
+    ranks = np.argsort(-weights, axis=1, kind="stable").tolist()  # heaviest first, ties oldest
+    weights = weights.tolist()
     return {
         "version": prepared.bundle.version,
         "pooling": prepared.bundle.manifest.model.get("pooling", "attention"),
@@ -33,8 +35,10 @@ def explain_request(service: ScoringService, request: ScoreRequest) -> dict:
         "unknown_ids": sum(prepared.stats.unknown.values()),
         "history": history,
         "candidates": [
-            describe_candidate(item, metadata, float(score), row, history)
-            for item, score, row in zip(request.candidates, scores, weights, strict=True)
+            describe_candidate(item, metadata, score, ranked(history, row, order))
+            for item, score, row, order in zip(
+                request.candidates, scores.tolist(), weights, ranks, strict=True
+            )
         ],
     }
 
@@ -61,13 +65,16 @@ def describe_history(prepared: Prepared, metadata: dict) -> list[dict]:
     return described
 
 
-def describe_candidate(item, metadata: dict, score: float, weights, history) -> dict:
+def ranked(history: list[dict], weights: list[float], order: list[int]) -> list[dict]:
+    return [{**history[k], "weight": weights[k]} for k in order]
+
+
+def describe_candidate(item, metadata: dict, score: float, behaviours: list[dict]) -> dict:
     known = metadata.get(item.item_id, {})
-    ranked = np.argsort(-weights, kind="stable")  # heaviest first, ties oldest first
     return {
         "item_id": item.item_id,
         "category": item.category or known.get("category"),
         "title": known.get("title"),
         "score": score,
-        "behaviours": [history[k] | {"weight": float(weights[k])} for k in ranked],
+        "behaviours": behaviours,
     }

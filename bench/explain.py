@@ -1,0 +1,78 @@
+"""What an explanation costs: /v1/explain's work against /v1/score's on the same request.
+
+Both run in process on a real Redis with a warm row cache, T=50 behaviours, at C=10 and C=50
+candidates (50 is the default explain limit). Also: the score path's graph run with and
+without fetching the attention output, to show that exporting it costs /v1/score nothing.
+
+    python -m bench.explain
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.explain import explain_request
+from bench.common import cpu_model, ms, time_calls, write_json
+from bench.inprocess import make_service
+from bench.model import load_bench_model
+from bench.stack import published_stack
+from bench.workload import random_slates, score_request
+
+CANDIDATES = (10, 50)
+
+
+def run_explain(client, url: str, ns: str, version: str, item_ids: np.ndarray) -> dict:
+    service = make_service(client, url, ns, version, cache_rows=100_000)
+    rows = {}
+    for c in CANDIDATES:
+        request = score_request(random_slates(item_ids, 1, seed=c, c=c)[0])
+        score = time_calls(lambda r=request: service.score(r))
+        explain = time_calls(lambda r=request: explain_request(service, r))
+        rows[c] = {"score": score, "explain": explain, "ratio": explain.p50_ms / score.p50_ms}
+    return {"by_candidates": rows, "graph": graph_outputs(service, item_ids)}
+
+
+def graph_outputs(service, item_ids: np.ndarray) -> dict:
+    """session.run for scores only vs scores and attention, on the same prepared tensors."""
+    prepared = service.prepare(score_request(random_slates(item_ids, 1, seed=3, c=50)[0]))
+    scorer = prepared.bundle.scorer
+    feeds = dict(
+        zip(
+            scorer.input_names,
+            (prepared.candidates[None], prepared.history[None], prepared.mask[None]),
+            strict=True,
+        )
+    )
+    return {
+        "scores_only": time_calls(lambda: scorer.session.run([scorer.output], feeds)),
+        "with_attention": time_calls(
+            lambda: scorer.session.run([scorer.output, scorer.attention], feeds)
+        ),
+    }
+
+
+def print_report(result: dict) -> None:
+    print(f"\nExplain vs score, in process, warm cache, T=50 ({cpu_model()}), ms p50 / p99")
+    for c, row in result["by_candidates"].items():
+        score, explain = row["score"], row["explain"]
+        print(
+            f"C={c:<3} score {ms(score.p50_ms)} / {ms(score.p99_ms)}   "
+            f"explain {ms(explain.p50_ms)} / {ms(explain.p99_ms)}   ratio {row['ratio']:.2f}"
+        )
+    graph = result["graph"]
+    print(
+        f"graph run at C=50: scores only {ms(graph['scores_only'].p50_ms)}, "
+        f"scores + attention {ms(graph['with_attention'].p50_ms)}"
+    )
+
+
+def main() -> None:
+    bench = load_bench_model()
+    with published_stack(bench) as stack:
+        result = run_explain(*stack.args(), bench.bundle.tables["item"].ids)
+    print_report(result)
+    print(write_json("explain.json", result | {"cpu": cpu_model()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ from core.manifest import Manifest
 from core.redis_conn import RedisClient
 
 VERSIONS_SHOWN = 20
-MEDIA_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".md": "text/markdown; charset=utf-8"}
+MEDIA_TYPES = {".png": "image/png", ".md": "text/markdown; charset=utf-8"}
 
 
 def list_versions(client: RedisClient, ns: str, serving: str | None) -> dict:
@@ -21,7 +21,7 @@ def list_versions(client: RedisClient, ns: str, serving: str | None) -> dict:
     for name in names:
         pipe.get(keys.manifest_key(ns, name))
     active, log, *manifests = pipe.execute()
-    activations = [keys.parse_event(record) for record in log]  # a bad record reads as {}
+    activations = [a for a in map(keys.parse_event, log) if is_activation(a)]
     active = active.decode() if active else None
     return {
         "active": active,
@@ -32,6 +32,11 @@ def list_versions(client: RedisClient, ns: str, serving: str | None) -> dict:
         ],
         "activations": activations[:VERSIONS_SHOWN],
     }
+
+
+def is_activation(record: dict) -> bool:
+    """A well-formed activation-log record (anything else in the list is skipped)."""
+    return isinstance(record.get("version"), str) and isinstance(record.get("at"), int | float)
 
 
 def summarise(name: str, published_at: float, raw, activations: list, active) -> dict:
@@ -81,9 +86,12 @@ def media_type(name: str) -> str:
 
 
 def parse(raw: bytes | None) -> Manifest | None:
+    """The manifest, or None when it is missing or unreadable (listed without its details)."""
     if raw is None:
         return None
     try:
-        return Manifest.from_json(raw)
+        manifest = Manifest.from_json(raw)
     except (ValueError, TypeError, KeyError):
         return None
+    readable = isinstance(manifest.model, dict) and isinstance(manifest.metrics, dict)
+    return manifest if readable else None

@@ -3,6 +3,8 @@ of every (candidate, behaviour) pair, ranked and labelled with item titles and c
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from app.features import RowFetcher
@@ -19,8 +21,12 @@ def explain_request(service: ScoringService, request: ScoreRequest) -> dict:
     prepared = service.prepare(request)
     scorer = prepared.bundle.scorer
     if not scorer.attention:
-        raise NoAttention(f"{prepared.bundle.version} has no attention output; republish it")
+        raise NoAttention(
+            f"{prepared.bundle.version} was exported without attention weights; "
+            "train and publish it again with the current exporter to explain it"
+        )
     scores, weights = scorer.explain(prepared.candidates, prepared.history, prepared.mask)
+    unknown = service.record(prepared, time.perf_counter())
     weights = weights[:, : prepared.history_length]  # (C, T) without the empty-history pad
     metadata = fetch_metadata(service.fetcher, prepared, request)
     history = describe_history(prepared, metadata)
@@ -32,7 +38,7 @@ def explain_request(service: ScoringService, request: ScoreRequest) -> dict:
         "normalised": bool(prepared.bundle.manifest.model.get("softmax", False)),
         "history_length": prepared.history_length,
         "history_source": prepared.history_source,
-        "unknown_ids": sum(prepared.stats.unknown.values()),
+        "unknown_ids": unknown,
         "history": history,
         "candidates": [
             describe_candidate(item, metadata, score, ranked(history, row, order))

@@ -50,7 +50,8 @@ class RowFetcher:
         if not bundle.manifest.item_metadata or not ids:
             return {}
         values = self._mget(keys.item_meta_keys(self.ns, bundle.version, ids))
-        return {i: orjson.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+        found = {i: read_record(v) for i, v in zip(ids, values, strict=True) if v is not None}
+        return {i: record for i, record in found.items() if record is not None}
 
     def fetch_tables(
         self, bundle: LoadedBundle, wanted: dict[str, list[str]]
@@ -82,6 +83,15 @@ class RowFetcher:
         for k, value in zip(positions, fetched, strict=True):
             rows[k] = value
         self.cache.put_many(bundle.version, table, [ids[k] for k in positions], fetched, epoch)
+
+
+def read_record(raw: bytes) -> dict | None:
+    """A metadata record; a corrupt one is dropped (the item is shown without a title)."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def decode(values: list[bytes], bundle: LoadedBundle, table: str) -> np.ndarray:

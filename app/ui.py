@@ -10,16 +10,25 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import catalog
-from app.api import UNAVAILABLE, StateDep, json_response, unavailable_body
+from app.api import REJECTED, UNAVAILABLE, StateDep, json_response, unavailable_body
 from app.schemas import ErrorResponse, VersionDetail, VersionsResponse
 from app.state import AppState
 from core.redis_conn import REDIS_ERRORS
 
 STATIC = FilePath(__file__).resolve().parent / "static"
 router = APIRouter()
-VersionName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-FileName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such version or file"}}
+Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]  # version or file
+NOT_FOUND = {
+    404: {"model": ErrorResponse, "description": "no such version or file"},
+    422: REJECTED[422],
+}
+# The page loads only its own files and talks only to this service.
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self'; object-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def mount_ui(app) -> None:
@@ -29,7 +38,7 @@ def mount_ui(app) -> None:
 
 @router.get("/ui", include_in_schema=False)
 async def page() -> FileResponse:
-    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
 @router.get("/v1/versions", response_model=VersionsResponse, responses=UNAVAILABLE)
@@ -42,7 +51,7 @@ async def versions(state: StateDep) -> Response:
 @router.get(
     "/v1/versions/{version}", response_model=VersionDetail, responses=UNAVAILABLE | NOT_FOUND
 )
-async def version(state: StateDep, version: VersionName) -> Response:
+async def version(state: StateDep, version: Name) -> Response:
     """One version: model, metrics, demo users and items, report files."""
     return await read(state, catalog.version_detail, version)
 
@@ -52,7 +61,7 @@ async def version(state: StateDep, version: VersionName) -> Response:
     response_class=Response,
     responses=UNAVAILABLE | NOT_FOUND | {200: {"content": {"image/png": {}, "text/markdown": {}}}},
 )
-async def report(state: StateDep, version: VersionName, name: FileName) -> Response:
+async def report(state: StateDep, version: Name, name: Name) -> Response:
     """A file of the version's training report (report.png, report.md)."""
     try:
         content = await state.in_worker(catalog.report_file, *where(state), version, name)
@@ -60,7 +69,8 @@ async def report(state: StateDep, version: VersionName, name: FileName) -> Respo
         return redis_down()
     if content is None:
         return json_response({"error": "not_found", "detail": f"{version} has no {name}"}, 404)
-    return Response(content, media_type=catalog.media_type(name))
+    headers = {"X-Content-Type-Options": "nosniff"}
+    return Response(content, media_type=catalog.media_type(name), headers=headers)
 
 
 async def read(state: AppState, reader, *args) -> Response:

@@ -58,9 +58,13 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
         raw = json.loads(text)
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"unsupported manifest format {raw.get('format')!r}")
-        raw["tables"] = {name: TableSpec(**spec) for name, spec in raw["tables"].items()}
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+            raise ValueError(f"unsupported manifest format {found!r}")
+        tables = raw.get("tables")
+        if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+            raise ValueError("manifest tables must map names to specs")
+        raw["tables"] = {name: TableSpec(**spec) for name, spec in tables.items()}
         known = {f.name for f in fields(cls)}  # fields added later are optional, so a newer
         return cls(**{k: v for k, v in raw.items() if k in known})  # manifest still loads
 

@@ -22,12 +22,10 @@ import typer
 
 from core.manifest import ROW_DTYPES
 from core.redis_conn import RedisClient, connect_redis
-from export import gc, publish
-from export.bundle import Bundle, build_bundle, load_bundle, save_bundle
-from export.data import DEFAULT_DATA_DIR, Dataset, DataUnavailable, load_movielens, save_splits
-from export.model import DINConfig
-from export.report import write_report
-from export.train import TrainConfig, TrainResult, train_model
+from export import gc, publish, update
+from export.bundle import Bundle, load_bundle
+from export.data import DEFAULT_DATA_DIR, DataUnavailable
+from export.job import TrainJob, run_training
 
 app = typer.Typer(
     add_completion=False,
@@ -49,8 +47,6 @@ MaxUsers = Annotated[
 ]
 DEFAULT_URL = "redis://localhost:6379/0"
 DEFAULT_BUNDLE = Path("artifacts/bundle")
-LABELS = {"din": "DIN", "base": "BaseModel"}
-POOLINGS = {"din": "attention", "base": "sum"}
 
 
 def redis_client(url: str, cluster: bool) -> RedisClient:
@@ -82,71 +78,34 @@ def train(
 ) -> None:
     """Train on MovieLens-100K, export the dense graph to ONNX, check parity, write the
     training report, save a bundle."""
-    bundle = train_bundle(
-        out,
-        model,
-        epochs,
-        seed,
-        activation,
-        softmax,
-        data_dir,
-        save_splits_dir,
-        baseline,
-        progress,
-        max_users,
-    )
-    typer.echo(json.dumps(bundle.metrics, indent=2))
-
-
-def train_bundle(
-    out, model, epochs, seed, activation, softmax, data_dir, splits, baseline, progress, max_users
-) -> Bundle:
-    if model not in LABELS:
-        raise typer.Exit(_fail(f"--model must be one of {sorted(LABELS)}"))
-    try:
-        dataset = load_movielens(data_dir, seed=0, max_users=max_users)
-    except DataUnavailable as error:
-        raise typer.Exit(_fail(str(error))) from error
-    if splits:
-        for path in save_splits(dataset, splits):
-            log.info("wrote %s", path)
-    models = [model] + ([m for m in LABELS if m != model] if baseline else [])
-    train_config = TrainConfig(epochs=epochs, seed=seed, progress=progress)
-    configs = {LABELS[name]: make_config(dataset, name, activation, softmax) for name in models}
-    results = {label: train_model(dataset, c, train_config) for label, c in configs.items()}
-    report = write_report(
-        out,
-        {label: result.epochs for label, result in results.items()},
-        {label: result.best_epoch for label, result in results.items()},
-    )
-    metrics = summarise(results, LABELS[model]) | {"seed": seed}
-    bundle = build_bundle(results[LABELS[model]].model, dataset, metrics, report=report)
-    save_bundle(bundle, out)
-    log.info("bundle and training report saved to %s", out)
-    return bundle
-
-
-def make_config(dataset: Dataset, model: str, activation: str, softmax: bool) -> DINConfig:
-    return DINConfig(
-        n_items=dataset.n_items,
-        n_cats=dataset.n_cats,
-        pooling=POOLINGS[model],
+    job = make_job(
+        out=out,
+        model=model,
+        epochs=epochs,
+        seed=seed,
         activation=activation,
         softmax=softmax,
+        data_dir=data_dir,
+        splits_dir=save_splits_dir,
+        baseline=baseline,
+        max_users=max_users,
+        progress=progress,
     )
+    typer.echo(json.dumps(train_bundle(job).metrics, indent=2))
 
 
-def summarise(results: dict[str, TrainResult], served: str) -> dict:
-    """The served model's metrics at its best epoch, and each baseline's as baseline_*."""
-    result = results[served]
-    metrics = {f"test_{k}": v for k, v in result.test.items()}
-    metrics |= {f"valid_{k}": v for k, v in result.valid.items()}
-    metrics |= {"best_epoch": result.best_epoch, "model": served}
-    for label, other in results.items():
-        if label != served:
-            metrics |= {f"baseline_test_{k}": v for k, v in other.test.items()}
-            metrics["baseline"] = label
-    return metrics
+def make_job(**options) -> TrainJob:
+    try:
+        return TrainJob(**options)
+    except ValueError as error:
+        raise typer.Exit(_fail(str(error))) from error
+
+
+def train_bundle(job: TrainJob) -> Bundle:
+    try:
+        return run_training(job)
+    except DataUnavailable as error:
+        raise typer.Exit(_fail(str(error))) from error
 
 
 @app.command("publish")
@@ -219,7 +178,7 @@ def update_rows_cmd(
     with np.load(file) as arrays:
         ids, rows = [str(i) for i in arrays["ids"]], arrays["rows"].astype(np.float32)
     try:
-        done = publish.update_rows(
+        done = update.update_rows(
             redis_client(redis_url, cluster), namespace, table, ids, rows, version
         )
     except publish.PublishError as error:
@@ -255,9 +214,17 @@ def run(
     progress: bool = True,
 ) -> None:
     """Train, export, publish and activate, in one go."""
-    bundle = train_bundle(
-        out, model, epochs, seed, "dice", False, data_dir, None, baseline, progress, max_users
+    job = make_job(
+        out=out,
+        model=model,
+        epochs=epochs,
+        seed=seed,
+        data_dir=data_dir,
+        baseline=baseline,
+        max_users=max_users,
+        progress=progress,
     )
+    bundle = train_bundle(job)
     typer.echo(json.dumps(bundle.metrics, indent=2))
     _publish(bundle, redis_url, cluster, namespace, None, row_dtype, True, progress)
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
+import onnx
 from tqdm import tqdm
 
 from core import graph, keys
@@ -124,7 +125,7 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
         onnx_sha256=hashlib.sha256(bundle.onnx).hexdigest(),
         onnx_inputs=list(graph.INPUTS),
         onnx_output=graph.OUTPUT,
-        onnx_attention=graph.ATTENTION,
+        onnx_attention=graph.ATTENTION if graph.ATTENTION in output_names(bundle.onnx) else "",
         model=bundle.model_config,
         metrics=bundle.metrics,
         probe_ids=choose_probes(bundle),
@@ -135,6 +136,11 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
     )
     validate_manifest(manifest)
     return manifest
+
+
+def output_names(onnx_bytes: bytes) -> list[str]:
+    """A bundle saved by an older exporter has no attention output: publish it as it is."""
+    return [output.name for output in onnx.load_model_from_string(onnx_bytes).graph.output]
 
 
 def choose_probes(bundle: Bundle, seed: int = 0) -> dict[str, list[str]]:
@@ -206,8 +212,8 @@ def count_existing(client: RedisClient, row_keys: list[str]) -> int:
 def verify_version(
     client: RedisClient, ns: str, manifest: Manifest, table_keys: dict[str, list[str]]
 ) -> None:
-    # table_keys: table name (or "item metadata") -> the keys written for it
-    """Refuse to write the manifest unless every row and the exact bytes are there."""
+    """Refuse to write the manifest unless every key written (table_keys: table name or
+    "item metadata" -> its keys) and the exact ONNX and report bytes are there."""
     version = manifest.version
     stored = client.get(keys.onnx_key(ns, version)) or b""
     if hashlib.sha256(stored).hexdigest() != manifest.onnx_sha256:
@@ -253,7 +259,7 @@ def activate_version(client: RedisClient, ns: str, version: str) -> str | None:
 
 def point_to(client: RedisClient, ns: str, version: str) -> str | None:
     """Flip the active pointer and announce it; the caller has checked the version."""
-    previous = _decode(client.get(keys.active_key(ns)))
+    previous = decode(client.get(keys.active_key(ns)))
     if previous and previous != version:
         client.set(keys.previous_key(ns), previous)
     client.set(keys.active_key(ns), version)
@@ -275,46 +281,13 @@ def record_activation(client: RedisClient, ns: str, version: str) -> None:
 
 
 def list_versions(client: RedisClient, ns: str) -> list[dict]:
-    active = _decode(client.get(keys.active_key(ns)))
+    active = decode(client.get(keys.active_key(ns)))
     listed = client.zrange(keys.versions_key(ns), 0, -1, withscores=True)
     return [
-        {"version": _decode(v), "published_at": score, "active": _decode(v) == active}
+        {"version": decode(v), "published_at": score, "active": decode(v) == active}
         for v, score in listed
     ]
 
 
-def update_rows(
-    client: RedisClient,
-    ns: str,
-    table: str,
-    ids: list[str],
-    rows: np.ndarray,
-    version: str | None = None,
-) -> str:
-    """Overwrite rows of a version (the active one by default) and announce them."""
-    version = version or _decode(client.get(keys.active_key(ns)))
-    if not version:
-        raise PublishError("no active version to update")
-    manifest = read_manifest(client, ns, version)
-    if table not in manifest.tables:
-        raise PublishError(f"unknown table {table!r}; tables are {sorted(manifest.tables)}")
-    dim = manifest.tables[table].dim
-    if rows.ndim != 2 or rows.shape != (len(ids), dim):
-        raise PublishError(f"{table} rows must be shaped ({len(ids)}, {dim}), got {rows.shape}")
-    write_rows(
-        client, keys.row_keys(ns, version, table, ids), encode_rows(rows, manifest.row_dtype)
-    )
-    if set(ids) & set(manifest.probe_ids.get(table, [])):  # keep the version loadable
-        manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
-        client.set(keys.manifest_key(ns, version), manifest.to_json())
-    client.incr(keys.rows_epoch_key(ns, version))
-    client.publish(keys.events_channel(ns), keys.rows_updated_event(version, table, ids))
-    return version
-
-
-def _decode(value: bytes | str | None) -> str | None:
+def decode(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def describe(manifest: Manifest) -> str:
-    return json.dumps({"version": manifest.version, "metrics": manifest.metrics}, indent=2)

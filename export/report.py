@@ -136,20 +136,24 @@ def render_markdown(runs: dict[str, History], best: dict[str, int], title: str) 
     return "\n".join(lines) + "\n"
 
 
+def make_report(
+    runs: dict[str, list[dict]], best_epochs: dict[str, int], title: str = "MovieLens-100K"
+) -> dict[str, bytes]:
+    """Plot and summarise the runs: {report.png: bytes, report.md: bytes}."""
+    return {
+        REPORT_IMAGE: render_png(runs, best_epochs, title),
+        REPORT_SUMMARY: render_markdown(runs, best_epochs, title).encode(),
+    }
+
+
 def write_report(
     folder: Path,
     runs: dict[str, list[dict]],
     best_epochs: dict[str, int],
     title: str = "MovieLens-100K",
 ) -> dict[str, bytes]:
-    """Plot and summarise the runs; write report.png and report.md into folder.
-
-    Returns {file name: bytes}, the same bytes as the files.
-    """
-    files = {
-        REPORT_IMAGE: render_png(runs, best_epochs, title),
-        REPORT_SUMMARY: render_markdown(runs, best_epochs, title).encode(),
-    }
+    """make_report, and write its files into folder. Returns the same bytes as the files."""
+    files = make_report(runs, best_epochs, title)
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)

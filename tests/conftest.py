@@ -13,7 +13,7 @@ from core.redis_conn import connect_redis
 from export.bundle import build_bundle
 from export.data import load_movielens
 from export.model import DINConfig
-from export.report import write_report
+from export.report import make_report
 from export.train import TrainConfig, train_model
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -74,12 +74,12 @@ def other_bundle(other_trained, movielens_slice):
 
 
 @pytest.fixture(scope="session")
-def reported_bundle(trained, movielens_slice, tmp_path_factory):
+def reported_bundle(trained, movielens_slice):
     """The DIN bundle with a training report comparing it to a tiny BaseModel."""
     runs = {"DIN": trained, "BaseModel": train_tiny(movielens_slice, pooling="sum", epochs=2)}
-    report = write_report(
-        tmp_path_factory.mktemp("report"),
+    report = make_report(
         {label: run.epochs for label, run in runs.items()},
         {label: run.best_epoch for label, run in runs.items()},
     )
-    return build_bundle(trained.model, movielens_slice, {"seed": 0}, report=report)
+    metrics = {"seed": 0} | {f"test_{name}": value for name, value in trained.test.items()}
+    return build_bundle(trained.model, movielens_slice, metrics, report=report)

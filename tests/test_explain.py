@@ -1,6 +1,7 @@
-import json
+import dataclasses
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -72,15 +73,16 @@ def weight_matrix(body: dict) -> np.ndarray:
 
 @torch.no_grad()
 def pytorch_weights(model, item_cat, cand_index, hist_index) -> np.ndarray:
-    """DIN's activation unit, unsplit, on the model's own embeddings looked up by index."""
+    """DIN's activation unit, in its unsplit form (the exported graph is split), on the model's
+    own embeddings looked up by index."""
     model.eval()
+    assert model.dense.attention.split is False
     cand = model.goods(
         torch.from_numpy(cand_index).long(), torch.from_numpy(item_cat[cand_index]).long()
     )
     hist = model.goods(
         torch.from_numpy(hist_index).long(), torch.from_numpy(item_cat[hist_index]).long()
     )
-    model.dense.attention.split = False
     return model.dense.attention(cand[None], hist[None])[0].numpy()
 
 
@@ -137,11 +139,33 @@ def test_base_model_weighs_every_behaviour_one(redis_server, redis_client, ns, m
     assert weights and set(weights) == {1.0}
 
 
-def test_a_version_without_attention_output_answers_409(redis_server, redis_client, ns, published):
-    raw = json.loads(redis_client.get(keys.manifest_key(ns, published.version)))
-    raw["onnx_attention"] = ""  # as if published before attention was exported
-    redis_client.set(keys.manifest_key(ns, published.version), json.dumps(raw))
+def without_attention_output(onnx_bytes: bytes) -> bytes:
+    """The graph as an exporter before attention weights wrote it: scores only."""
+    model = onnx.load_model_from_string(onnx_bytes)
+    kept = [o for o in model.graph.output if o.name != "attention"]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    return model.SerializeToString()
+
+
+def test_a_bundle_from_an_older_exporter_scores_and_answers_409_to_explain(
+    redis_server, redis_client, ns, bundle
+):
+    old = dataclasses.replace(bundle, onnx=without_attention_output(bundle.onnx))
+    manifest = publish_bundle(redis_client, ns, old, progress=False)
+    assert manifest.onnx_attention == ""
+    request = {"user_id": "1", "candidates": as_items(["50", "1"])}
     with in_process(redis_server.url, ns) as client:
-        body = explain(client, {"user_id": "1", "candidates": as_items(["50"])}, status=409)
-        assert body["error"] == "no_attention" and published.version in body["detail"]
-        assert len(score(client, {"user_id": "1", "candidates": as_items(["50"])})["scores"]) == 1
+        body = explain(client, request, status=409)
+        assert body["error"] == "no_attention" and manifest.version in body["detail"]
+        assert len(score(client, request)["scores"]) == 2
+
+
+def test_a_corrupt_metadata_record_loses_only_that_title(client, redis_client, ns, published):
+    (key,) = keys.item_meta_keys(ns, published.version, ["50"])
+    redis_client.set(key, b"not json")
+    body = explain(
+        client, {"user_id": "u", "history": as_items(["1"]), "candidates": as_items(["50"])}
+    )
+    assert body["candidates"][0]["title"] is None
+    assert body["history"][0]["title"].startswith("Toy Story")

@@ -9,8 +9,9 @@ import pytest
 
 from core import keys
 from core.local_service import LocalService
-from export.publish import activate_version, publish_bundle, update_rows
+from export.publish import activate_version, publish_bundle
 from export.train import predict
+from export.update import update_rows
 from tests.service import service_process
 
 CLIENTS = 8

@@ -17,10 +17,10 @@ from export.publish import (
     list_versions,
     publish_bundle,
     read_manifest,
-    update_rows,
 )
 from export.to_onnx import cpu_session
 from export.train import predict
+from export.update import update_rows
 from tests.factories import synthetic_bundle
 
 

@@ -123,6 +123,7 @@ def test_page_explains_a_demo_user_in_headless_chromium(
                 )
             ),
             "status": page.inner_text("#status"),
+            "metrics": page.inner_text("#active-metrics"),
             "image_width": page.evaluate("document.querySelector('#report-image').naturalWidth"),
         }
         page.screenshot(path=tmp_path / "ui.png", full_page=True)
@@ -135,4 +136,20 @@ def test_page_explains_a_demo_user_in_headless_chromium(
     assert shown["values"] == [f"{s:.4f}" for s in scored["scores"]]
     assert len(shown["shades"]) > 1  # DIN weighs behaviours differently
     assert published.version in shown["status"] and shown["image_width"] == 1300
+    assert f"{reported_bundle.metrics['test_auc']:.4f}" in shown["metrics"]
     assert (tmp_path / "ui.png").stat().st_size > 10_000
+
+
+def test_unreadable_manifests_and_log_records_do_not_break_the_listing(
+    redis_server, redis_client, ns, two_versions
+):
+    first, second = two_versions
+    redis_client.lpush(keys.activations_key(ns), b"not json", b'{"version": "v9"}')
+    with in_process(redis_server.url, ns) as client:
+        redis_client.set(keys.manifest_key(ns, first.version), b"[]")
+        listing = client.get("/v1/versions")
+        detail = client.get(f"/v1/versions/{first.version}")
+    assert listing.status_code == 200, listing.text
+    assert [v["metrics"] for v in listing.json()["versions"]][1] == {}
+    assert [a["version"] for a in listing.json()["activations"]] == [second.version, first.version]
+    assert detail.status_code == 404

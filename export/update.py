@@ -1,0 +1,42 @@
+"""Overwrite rows of a live version in place, and tell every replica to drop them from cache.
+
+ctr-export update-rows --table item --file rows.npz
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core import keys
+from core.redis_conn import RedisClient
+from core.rows import encode_rows
+from export.publish import PublishError, decode, read_manifest, stored_probe_digest, write_rows
+
+
+def update_rows(
+    client: RedisClient,
+    ns: str,
+    table: str,
+    ids: list[str],
+    rows: np.ndarray,
+    version: str | None = None,
+) -> str:
+    """Overwrite rows of a version (the active one by default) and announce them."""
+    version = version or decode(client.get(keys.active_key(ns)))
+    if not version:
+        raise PublishError("no active version to update")
+    manifest = read_manifest(client, ns, version)
+    if table not in manifest.tables:
+        raise PublishError(f"unknown table {table!r}; tables are {sorted(manifest.tables)}")
+    dim = manifest.tables[table].dim
+    if rows.ndim != 2 or rows.shape != (len(ids), dim):
+        raise PublishError(f"{table} rows must be shaped ({len(ids)}, {dim}), got {rows.shape}")
+    write_rows(
+        client, keys.row_keys(ns, version, table, ids), encode_rows(rows, manifest.row_dtype)
+    )
+    if set(ids) & set(manifest.probe_ids.get(table, [])):  # keep the version loadable
+        manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
+        client.set(keys.manifest_key(ns, version), manifest.to_json())
+    client.incr(keys.rows_epoch_key(ns, version))
+    client.publish(keys.events_channel(ns), keys.rows_updated_event(version, table, ids))
+    return version

@@ -116,6 +116,7 @@ def test_page_explains_a_demo_user_in_headless_chromium(
         page.click("#submit")
         page.wait_for_selector("#bars .bar")
         page.wait_for_function("document.querySelector('#report-image').naturalWidth > 0")
+        page.wait_for_selector("#report-summary table")
         shown = {
             "bars": page.locator("#bars .bar").count(),
             "cells": page.locator("#heatmap .cell").count(),
@@ -127,6 +128,8 @@ def test_page_explains_a_demo_user_in_headless_chromium(
             ),
             "status": page.inner_text("#status"),
             "metrics": page.inner_text("#active-metrics"),
+            "report_tables": page.locator("#report-summary table").count(),
+            "summary_rows": page.locator("#report-summary table").first.inner_text(),
             "image_width": page.evaluate("document.querySelector('#report-image').naturalWidth"),
         }
         page.screenshot(path=tmp_path / "ui.png", full_page=True)
@@ -140,6 +143,12 @@ def test_page_explains_a_demo_user_in_headless_chromium(
     assert len(shown["shades"]) > 1  # DIN weighs behaviours differently
     assert published.version in shown["status"] and shown["image_width"] == 1300
     assert f"{reported_bundle.metrics['test_auc']:.4f}" in shown["metrics"]
+    assert shown["report_tables"] == 3  # the summary, then one per-epoch table per model
+    assert [row.split("\t")[0] for row in shown["summary_rows"].splitlines()] == [
+        "model",
+        "DIN",
+        "BaseModel",
+    ]
     assert (tmp_path / "ui.png").stat().st_size > 10_000
     assert problems == []
 

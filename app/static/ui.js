@@ -94,10 +94,32 @@ async function showReport(version, files) {
   if (files.includes("report.md")) {
     const response = await fetch(base + "report.md");
     if (response.ok) {
-      $("#report-summary").textContent = await response.text();
+      $("#report-summary").replaceChildren(...markdownBlocks(await response.text()));
       $("#report-summary").hidden = false;
     }
   }
+}
+
+// The report's markdown is ours (headings, pipe tables, paragraphs, the image link): render
+// just that, as DOM nodes with text content, never as HTML.
+function markdownBlocks(text) {
+  const blocks = [];
+  let table = null;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("|")) {
+      const cells = line.split("|").slice(1, -1).map((c) => c.trim());
+      if (cells.every((c) => /^:?-+:?$/.test(c))) continue; // the header separator
+      if (!table) blocks.push((table = el("table", { className: "report-table" })));
+      const tag = table.rows.length === 0 ? "th" : "td";
+      table.append(el("tr", {}, cells.map((c) => el(tag, { textContent: c }))));
+      continue;
+    }
+    table = null;
+    const heading = /^(#+)\s+(.*)$/.exec(line);
+    if (heading) blocks.push(el(`h${Math.min(heading[1].length + 2, 6)}`, { textContent: heading[2] }));
+    else if (line.trim() && !line.startsWith("![")) blocks.push(el("p", { textContent: line }));
+  }
+  return blocks;
 }
 
 // ---- explain --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from app.scorer import Scorer, ScorerError, create_session
 from core import keys
 from core.manifest import Manifest, read_probe_digest, validate_manifest
 from core.redis_conn import RedisClient
-from core.rows import DTYPES
+from core.rows import encode_rows
 
 log = logging.getLogger(__name__)
 REFUSAL_RETRY_S = 60.0
@@ -104,8 +104,11 @@ def _make_scorer(onnx_bytes: bytes, manifest: Manifest, device: str, threads: in
 
 
 def _default_bytes(manifest: Manifest) -> dict[str, bytes]:
-    dtype = DTYPES[manifest.row_dtype]
-    return {name: manifest.default_row(name).astype(dtype).tobytes() for name in manifest.tables}
+    """Each table's default row, encoded exactly like its stored rows."""
+    return {
+        name: encode_rows(manifest.default_row(name)[None], manifest.row_dtype)[0]
+        for name in manifest.tables
+    }
 
 
 def warm_up(bundle: LoadedBundle) -> None:

@@ -16,7 +16,7 @@ from app.bundle import LoadedBundle
 from app.cache import RowCache
 from core import keys
 from core.redis_conn import RedisClient, is_cluster
-from core.rows import DTYPES
+from core.rows import decode_rows
 
 
 @dataclass
@@ -95,9 +95,7 @@ def read_record(raw: bytes) -> dict | None:
 
 
 def decode(values: list[bytes], bundle: LoadedBundle, table: str) -> np.ndarray:
-    dim = bundle.manifest.tables[table].dim
-    flat = np.frombuffer(b"".join(values), dtype=DTYPES[bundle.manifest.row_dtype])
-    return flat.reshape(len(values), dim).astype(np.float32, copy=False)
+    return decode_rows(values, bundle.manifest.row_dtype, bundle.manifest.tables[table].dim)
 
 
 def gather_inputs(

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from core import keys
+from core.rows import DTYPES
 
-ROW_DTYPES = ("float32", "float16")
+ROW_DTYPES = tuple(DTYPES)  # ("float32", "float16")
 PROBE_ROWS = 64
 FORMAT = 1
 

@@ -54,21 +54,22 @@ def fetch_metadata(fetcher: RowFetcher, prepared: Prepared, request: ScoreReques
     return fetcher.item_metadata(prepared.bundle, sorted(ids))
 
 
+def describe_item(item_id: str, category: str | None, metadata: dict) -> dict:
+    """Id, category (the request's, else the item's own) and title, as the bundle knows them."""
+    known = metadata.get(item_id, {})
+    return {
+        "item_id": item_id,
+        "category": category or known.get("category"),
+        "title": known.get("title"),
+    }
+
+
 def describe_history(prepared: Prepared, metadata: dict) -> list[dict]:
-    described = []
-    for position, (item, category) in enumerate(
-        zip(prepared.history_items, prepared.history_categories, strict=True)
-    ):
-        known = metadata.get(item, {})
-        described.append(
-            {
-                "position": position,
-                "item_id": item,
-                "category": category or known.get("category"),
-                "title": known.get("title"),
-            }
-        )
-    return described
+    pairs = zip(prepared.history_items, prepared.history_categories, strict=True)
+    return [
+        {"position": position} | describe_item(item, category, metadata)
+        for position, (item, category) in enumerate(pairs)
+    ]
 
 
 def ranked(history: list[dict], weights: list[float], order: list[int]) -> list[dict]:
@@ -76,11 +77,5 @@ def ranked(history: list[dict], weights: list[float], order: list[int]) -> list[
 
 
 def describe_candidate(item, metadata: dict, score: float, behaviours: list[dict]) -> dict:
-    known = metadata.get(item.item_id, {})
-    return {
-        "item_id": item.item_id,
-        "category": item.category or known.get("category"),
-        "title": known.get("title"),
-        "score": score,
-        "behaviours": behaviours,
-    }
+    described = describe_item(item.item_id, item.category, metadata)
+    return described | {"score": score, "behaviours": behaviours}

@@ -7,6 +7,8 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
+from core.graph import one_user_feeds
+
 log = logging.getLogger(__name__)
 ort.set_default_logger_severity(4)  # a missing CUDA provider is reported by us, once
 
@@ -81,9 +83,7 @@ class Scorer:
     def explain(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray):
         """One user, one run for both outputs: (C, D), (T, D), (T,) -> scores (C,), weights
         (C, T). The scores are the same run of the same graph as score()'s."""
-        feeds = dict(
-            zip(self.input_names, (candidates[None], history[None], mask[None]), strict=True)
-        )
+        feeds = one_user_feeds(candidates, history, mask)  # input names checked at load
         scores, weights = self.session.run([self.output, self.attention], feeds)
         return scores[0], weights[0]
 

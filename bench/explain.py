@@ -17,6 +17,7 @@ from bench.inprocess import make_service
 from bench.model import load_bench_model
 from bench.stack import published_stack
 from bench.workload import random_slates, score_request
+from core.graph import one_user_feeds
 
 CANDIDATES = (10, 50)
 
@@ -36,13 +37,7 @@ def graph_outputs(service, item_ids: np.ndarray) -> dict:
     """session.run for scores only vs scores and attention, on the same prepared tensors."""
     prepared = service.prepare(score_request(random_slates(item_ids, 1, seed=3, c=50)[0]))
     scorer = prepared.bundle.scorer
-    feeds = dict(
-        zip(
-            scorer.input_names,
-            (prepared.candidates[None], prepared.history[None], prepared.mask[None]),
-            strict=True,
-        )
-    )
+    feeds = one_user_feeds(prepared.candidates, prepared.history, prepared.mask)
     return {
         "scores_only": time_calls(lambda: scorer.session.run([scorer.output], feeds)),
         "with_attention": time_calls(

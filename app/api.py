@@ -116,14 +116,17 @@ async def handle_score(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
 
 async def handle_explain(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
     """(status, JSON body, extra headers) for one explain request."""
-    return await answer(state, "explain", raw, ExplainRequest, run_explain)
+    limit = state.settings.explain_max_candidates
+    return await answer(state, "explain", raw, ExplainRequest, run_explain, limit)
 
 
-async def answer(state: AppState, route: str, raw: bytes, model, run) -> tuple[int, bytes, dict]:
+async def answer(
+    state: AppState, route: str, raw: bytes, model, run, max_candidates: int | None = None
+) -> tuple[int, bytes, dict]:
     """Parse and check the body, then run it under the deadline; failures become 4xx/503."""
     try:
         body = parse_score_request(raw, model)  # one pass: JSON parse and validation
-        check_limits(body, state.settings)
+        check_limits(body, state.settings, max_candidates)
     except RequestValidationError as error:
         return 422, orjson.dumps(validation_body(error)), {}
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.schemas import ExplainRequest, Item, ScoreRequest
+from app.schemas import Item, ScoreRequest
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # the same rule, for the OpenAPI schema
@@ -84,14 +84,13 @@ def document_limits(schemas: dict, settings: Settings) -> None:
         request["history"]["anyOf"][0]["maxItems"] = settings.max_history
 
 
-def check_limits(request: ScoreRequest, settings: Settings) -> None:
-    """422 naming the field, for limits that come from configuration."""
+def check_limits(
+    request: ScoreRequest, settings: Settings, max_candidates: int | None = None
+) -> None:
+    """422 naming the field, for limits that come from configuration (max_candidates
+    defaults to the score route's)."""
     errors = []
-    max_candidates = (
-        settings.explain_max_candidates
-        if isinstance(request, ExplainRequest)
-        else settings.max_candidates
-    )
+    max_candidates = max_candidates or settings.max_candidates
     if len(request.candidates) > max_candidates:
         errors.append(_error(("candidates",), f"at most {max_candidates} candidates"))
     if request.history is not None and len(request.history) > settings.max_history:

@@ -75,37 +75,28 @@ def train(
     baseline: Baseline = True,
     max_users: MaxUsers = None,
     progress: bool = True,
-) -> None:
+) -> Bundle:
     """Train on MovieLens-100K, export the dense graph to ONNX, check parity, write the
     training report, save a bundle."""
-    job = make_job(
-        out=out,
-        model=model,
-        epochs=epochs,
-        seed=seed,
-        activation=activation,
-        softmax=softmax,
-        data_dir=data_dir,
-        splits_dir=save_splits_dir,
-        baseline=baseline,
-        max_users=max_users,
-        progress=progress,
-    )
-    typer.echo(json.dumps(train_bundle(job).metrics, indent=2))
-
-
-def make_job(**options) -> TrainJob:
     try:
-        return TrainJob(**options)
-    except ValueError as error:
+        job = TrainJob(
+            out=out,
+            model=model,
+            epochs=epochs,
+            seed=seed,
+            activation=activation,
+            softmax=softmax,
+            data_dir=data_dir,
+            splits_dir=save_splits_dir,
+            baseline=baseline,
+            max_users=max_users,
+            progress=progress,
+        )
+        bundle = run_training(job)
+    except (ValueError, DataUnavailable) as error:
         raise typer.Exit(_fail(str(error))) from error
-
-
-def train_bundle(job: TrainJob) -> Bundle:
-    try:
-        return run_training(job)
-    except DataUnavailable as error:
-        raise typer.Exit(_fail(str(error))) from error
+    typer.echo(json.dumps(bundle.metrics, indent=2))
+    return bundle
 
 
 @app.command("publish")
@@ -214,7 +205,7 @@ def run(
     progress: bool = True,
 ) -> None:
     """Train, export, publish and activate, in one go."""
-    job = make_job(
+    bundle = train(
         out=out,
         model=model,
         epochs=epochs,
@@ -224,8 +215,6 @@ def run(
         max_users=max_users,
         progress=progress,
     )
-    bundle = train_bundle(job)
-    typer.echo(json.dumps(bundle.metrics, indent=2))
     _publish(bundle, redis_url, cluster, namespace, None, row_dtype, True, progress)
 
 

@@ -61,6 +61,18 @@ def server_major_version(binary: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def stop_process(process: subprocess.Popen | None, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -149,13 +161,7 @@ class LocalRedis:
         raise TimeoutError(f"redis-server on port {self.port} not ready after {timeout_s}s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout_s=10)
         self.process = None
 
     def restart(self) -> None:

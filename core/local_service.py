@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from core.local_redis import free_port
+from core.local_redis import free_port, stop_process
 
 
 def wait_ready(
@@ -111,10 +111,4 @@ class LocalService:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.running():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout_s=20)

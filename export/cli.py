@@ -1,31 +1,28 @@
-"""ctr-export: train DIN, publish versioned bundles to Redis, activate, roll back, clean up.
+"""ctr-export: train DIN on a declared schema, publish versioned bundles to Redis, load live
+histories, activate, roll back, clean up.
 
-ctr-export run                       # train on MovieLens-100K, publish, activate
-ctr-export train --out artifacts/bundle --model din   # and the BaseModel, for the report
+ctr-export run                                     # MovieLens-100K: train, publish, activate
+ctr-export train --schema my-schema.yaml --out artifacts/bundle
 ctr-export publish artifacts/bundle --no-activate
-ctr-export activate v1               # also the rollback
-ctr-export versions
+ctr-export load-histories --samples artifacts/samples
+ctr-export activate v1                             # also the rollback
+ctr-export versions --json
 ctr-export update-rows --table item --file rows.npz
 ctr-export gc --keep 3
+
+The operations commands import neither torch nor the training stack, so they start fast.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
-from core.manifest import ROW_DTYPES
-from core.redis_conn import RedisClient, connect_redis
-from export import gc, publish, update
-from export.bundle import Bundle, load_bundle
-from export.data import DEFAULT_DATA_DIR, DataUnavailable
-from export.job import TrainJob, run_training
+from core.redis_conn import RedisClient, connect_redis, read_password
 
 app = typer.Typer(
     add_completion=False,
@@ -39,21 +36,26 @@ RedisUrl = Annotated[str, typer.Option(envvar="CTR_REDIS_URL", help="redis:// or
 Cluster = Annotated[bool, typer.Option(envvar="CTR_REDIS_CLUSTER", help="Redis Cluster")]
 Namespace = Annotated[str, typer.Option(envvar="CTR_NAMESPACE", help="key prefix")]
 BundleDir = Annotated[Path, typer.Option(help="local bundle folder")]
+SchemaPath = Annotated[
+    Path | None,
+    typer.Option("--schema", help="YAML feature schema (default: the MovieLens-100K example)"),
+]
+SamplesDir = Annotated[Path, typer.Option(help="where the built samples go (Parquet shards)")]
 Baseline = Annotated[
     bool, typer.Option(help="also train the other model, for the report's comparison")
 ]
 MaxUsers = Annotated[
     int | None, typer.Option(min=20, help="train on the first N users only (a quick trial)")
 ]
+AsJson = Annotated[bool, typer.Option("--json", help="one JSON document for scripts")]
 DEFAULT_URL = "redis://localhost:6379/0"
 DEFAULT_BUNDLE = Path("artifacts/bundle")
+DEFAULT_SAMPLES = Path("artifacts/samples")
+DEFAULT_DATA_DIR = Path("data")
 
 
 def redis_client(url: str, cluster: bool) -> RedisClient:
-    password = os.environ.get("CTR_REDIS_PASSWORD")
-    if os.environ.get("CTR_REDIS_PASSWORD_FILE"):
-        password = Path(os.environ["CTR_REDIS_PASSWORD_FILE"]).read_text().strip()
-    return connect_redis(url, cluster=cluster, password=password, timeout_s=30.0)
+    return connect_redis(url, cluster=cluster, password=read_password(), timeout_s=30.0)
 
 
 @app.callback()
@@ -64,36 +66,76 @@ def setup_logging(verbose: bool = False) -> None:
 
 @app.command()
 def train(
+    schema: SchemaPath = None,
     out: BundleDir = DEFAULT_BUNDLE,
+    samples_dir: SamplesDir = DEFAULT_SAMPLES,
     model: Annotated[str, typer.Option(help="din or base (sum pooling)")] = "din",
     epochs: int = 4,
     seed: int = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="the global batch")] = 128,
+    lr: float = 1e-3,
+    lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "constant",
+    weight_decay: float = 0.0,
+    mba_lambda: Annotated[
+        float, typer.Option(help="mini-batch aware L2 on embeddings (the paper's); 0 = off")
+    ] = 0.0,
+    dropout: Annotated[float, typer.Option(help="dropout in the top MLP")] = 0.0,
+    patience: Annotated[
+        int | None, typer.Option(help="stop after N epochs without a better valid GAUC")
+    ] = None,
     activation: Annotated[str, typer.Option(help="dice or prelu")] = "dice",
     softmax: Annotated[bool, typer.Option(help="softmax over attention weights")] = False,
-    data_dir: Path = DEFAULT_DATA_DIR,
-    save_splits_dir: Annotated[Path | None, typer.Option("--save-splits")] = None,
+    data_dir: Annotated[Path, typer.Option(help="where MovieLens-100K goes")] = DEFAULT_DATA_DIR,
     baseline: Baseline = True,
     max_users: MaxUsers = None,
+    workers: Annotated[int, typer.Option(min=1, help="data-parallel training processes")] = 1,
+    prepare_only: Annotated[
+        bool, typer.Option(help="build the samples and the job file for an external launcher")
+    ] = False,
     progress: bool = True,
-) -> Bundle:
-    """Train on MovieLens-100K, export the dense graph to ONNX, check parity, write the
-    training report, save a bundle."""
+):
+    """Build samples from the schema's log, train, export the dense graph to ONNX, check
+    parity, write the training report, save a bundle."""
+    from export.distributed import TrainingFailed
+    from export.job import TrainJob, run_training
+    from export.movielens import DataUnavailable
+
     try:
         job = TrainJob(
             out=out,
+            schema=schema,
+            samples_dir=samples_dir,
             model=model,
             epochs=epochs,
             seed=seed,
+            batch_size=batch_size,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            weight_decay=weight_decay,
+            mba_lambda=mba_lambda,
+            dropout=dropout,
+            patience=patience,
             activation=activation,
             softmax=softmax,
             data_dir=data_dir,
-            splits_dir=save_splits_dir,
             baseline=baseline,
             max_users=max_users,
             progress=progress,
+            workers=workers,
         )
+        if prepare_only:
+            from export.distributed import write_job
+            from export.job import prepare_samples
+
+            prepare_samples(job)
+            typer.echo(str(write_job(job)))
+            return None
         bundle = run_training(job)
-    except (ValueError, DataUnavailable) as error:
+    except (
+        ValueError,
+        DataUnavailable,
+        TrainingFailed,
+    ) as error:  # SchemaError and LogError are ValueErrors
         raise typer.Exit(_fail(str(error))) from error
     typer.echo(json.dumps(bundle.metrics, indent=2))
     return bundle
@@ -111,13 +153,18 @@ def publish_cmd(
     progress: bool = True,
 ) -> None:
     """Publish a saved bundle as a new version (and activate it unless --no-activate)."""
+    from core.manifest import ROW_DTYPES
+    from export.bundle import load_bundle
+
     if row_dtype not in ROW_DTYPES:
         raise typer.Exit(_fail(f"--row-dtype must be one of {ROW_DTYPES}"))
     bundle = load_bundle(bundle_dir)
     _publish(bundle, redis_url, cluster, namespace, version, row_dtype, activate, progress)
 
 
-def _publish(bundle: Bundle, url, cluster, namespace, version, row_dtype, activate, progress):
+def _publish(bundle, url, cluster, namespace, version, row_dtype, activate, progress):
+    from export import publish
+
     client = redis_client(url, cluster)
     manifest = publish.publish_bundle(
         client,
@@ -130,6 +177,7 @@ def _publish(bundle: Bundle, url, cluster, namespace, version, row_dtype, activa
     )
     state = "active" if activate else "published, not active"
     typer.echo(f"{manifest.version} {state}")
+    return manifest.version
 
 
 @app.command()
@@ -140,6 +188,8 @@ def activate(
     namespace: Namespace = "din",
 ) -> None:
     """Make VERSION the one every replica serves; activating an older one is a rollback."""
+    from export import publish
+
     try:
         previous = publish.activate_version(redis_client(redis_url, cluster), namespace, version)
     except publish.PublishError as error:
@@ -149,23 +199,54 @@ def activate(
 
 @app.command()
 def versions(
-    redis_url: RedisUrl = DEFAULT_URL, cluster: Cluster = False, namespace: Namespace = "din"
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+    as_json: AsJson = False,
 ) -> None:
     """List complete versions, oldest first; the active one is marked with *."""
-    for entry in publish.list_versions(redis_client(redis_url, cluster), namespace):
+    from export import publish
+
+    listed = publish.list_versions(redis_client(redis_url, cluster), namespace)
+    if as_json:
+        typer.echo(json.dumps(listed))
+        return
+    for entry in listed:
         typer.echo(f"{'*' if entry['active'] else ' '} {entry['version']}")
+
+
+@app.command("load-histories")
+def load_histories(
+    samples: Annotated[Path, typer.Option(help="samples built by train")] = DEFAULT_SAMPLES,
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+    progress: bool = True,
+) -> None:
+    """Write every user's latest behaviours and profile values from the training log into
+    the live, unversioned state every version reads."""
+    from export.live import load_from_samples
+    from export.samples import open_samples
+
+    client = redis_client(redis_url, cluster)
+    loaded = load_from_samples(client, namespace, open_samples(samples), progress=progress)
+    typer.echo(f"loaded the histories and profiles of {loaded} users")
 
 
 @app.command("update-rows")
 def update_rows_cmd(
     file: Annotated[Path, typer.Option(help=".npz with ids (N,) and rows (N, D)")],
-    table: Annotated[str, typer.Option(help="item or cat")] = "item",
+    table: Annotated[str, typer.Option(help="item, or a field's name")] = "item",
     version: Annotated[str | None, typer.Option(help="default: the active one")] = None,
     redis_url: RedisUrl = DEFAULT_URL,
     cluster: Cluster = False,
     namespace: Namespace = "din",
 ) -> None:
     """Overwrite some rows of a live version and tell every replica to drop them from cache."""
+    import numpy as np
+
+    from export import publish, update
+
     with np.load(file) as arrays:
         ids, rows = [str(i) for i in arrays["ids"]], arrays["rows"].astype(np.float32)
     try:
@@ -185,13 +266,17 @@ def gc_cmd(
     namespace: Namespace = "din",
 ) -> None:
     """Delete old versions (never the active one or the one before it)."""
+    from export import gc
+
     report = gc.collect_garbage(redis_client(redis_url, cluster), namespace, keep)
     typer.echo(f"deleted {len(report)} versions: {report}")
 
 
 @app.command()
 def run(
+    schema: SchemaPath = None,
     out: BundleDir = DEFAULT_BUNDLE,
+    samples_dir: SamplesDir = DEFAULT_SAMPLES,
     model: str = "din",
     epochs: int = 4,
     seed: int = 0,
@@ -202,20 +287,26 @@ def run(
     data_dir: Path = DEFAULT_DATA_DIR,
     baseline: Baseline = True,
     max_users: MaxUsers = None,
+    workers: Annotated[int, typer.Option(min=1, help="data-parallel training processes")] = 1,
     progress: bool = True,
 ) -> None:
-    """Train, export, publish and activate, in one go."""
+    """Train, export, publish, load the live histories and activate, in one go."""
     bundle = train(
+        schema=schema,
         out=out,
+        samples_dir=samples_dir,
         model=model,
         epochs=epochs,
         seed=seed,
         data_dir=data_dir,
         baseline=baseline,
         max_users=max_users,
+        workers=workers,
         progress=progress,
     )
-    _publish(bundle, redis_url, cluster, namespace, None, row_dtype, True, progress)
+    version = _publish(bundle, redis_url, cluster, namespace, None, row_dtype, False, progress)
+    load_histories(samples_dir, redis_url, cluster, namespace, progress)
+    activate(version, redis_url, cluster, namespace)
 
 
 def _fail(message: str) -> int:

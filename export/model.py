@@ -1,8 +1,8 @@
 """DIN (Zhou et al., KDD 2018) and its sum-pooling BaseModel, in PyTorch.
 
-The network is split in two: `DIN` owns the embedding tables (published as Redis rows) and
-`DenseDIN` owns everything after the lookup (published as ONNX). The service runs only the
-dense part, on vectors it fetched, so the two halves must agree exactly.
+The network is split in two: `DIN` owns one embedding table per declared field (published as
+Redis rows) and `DenseDIN` owns everything after the lookup (published as ONNX). The service
+runs only the dense part, on vectors it fetched, so the two halves must agree exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from core import graph
+from core.schema import KINDS, FeatureSchema
 
 ACTIVATIONS = ("dice", "prelu")
 POOLINGS = ("attention", "sum")
@@ -21,17 +22,17 @@ POOLINGS = ("attention", "sum")
 
 @dataclass
 class DINConfig:
-    n_items: int
-    n_cats: int
-    item_dim: int = 18
-    cat_dim: int = 18
+    schema: FeatureSchema
+    vocab_sizes: dict[str, int]  # rows of each field's table, index 0 = padding / missing
     attention_hidden: list[int] = field(default_factory=lambda: [80, 40])
     mlp_hidden: list[int] = field(default_factory=lambda: [200, 80])
     activation: str = "dice"  # of the top MLP: "dice" or "prelu"
     pooling: str = "attention"  # "attention" is DIN, "sum" is the BaseModel
     softmax: bool = False  # the paper drops it to keep the intensity of interest
     sum_pool_input: bool = True  # DIN's top MLP also sees the sum-pooled history
-    max_history: int = 50
+    embedding_std: float = 0.05
+    user_id_std: float = 1e-4  # the user-id field starts near zero: most users are seen rarely
+    dropout: float = 0.0  # after each hidden layer of the top MLP, in training only
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -41,10 +42,18 @@ class DINConfig:
 
     @property
     def goods_dim(self) -> int:
-        return self.item_dim + self.cat_dim
+        return self.schema.item_dim
+
+    @property
+    def max_history(self) -> int:
+        return self.schema.max_history
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"schema": self.schema.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> DINConfig:
+        return cls(**raw | {"schema": FeatureSchema.from_dict(raw["schema"])})
 
 
 class Dice(nn.Module):
@@ -81,10 +90,12 @@ def make_activation(name: str, dim: int) -> nn.Module:
     return Dice(dim) if name == "dice" else PReLU(dim)
 
 
-def make_mlp(sizes: list[int], activation: str) -> nn.Sequential:
+def make_mlp(sizes: list[int], activation: str, dropout: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     for fan_in, fan_out in itertools.pairwise(sizes):
         layers += [nn.Linear(fan_in, fan_out), make_activation(activation, fan_out)]
+        if dropout:  # identity in eval mode, so the export is unchanged
+            layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -122,36 +133,48 @@ class ActivationUnit(nn.Module):
 
 
 class DenseDIN(nn.Module):
-    """Everything after the embedding lookup: attention (or sum) pooling and the top MLP."""
+    """Everything after the embedding lookup: attention (or sum) pooling and the top MLP,
+    whose input is [candidate, pooled interest, sum-pooled history, user, context]."""
 
     def __init__(self, config: DINConfig) -> None:
         super().__init__()
         self.config = config
-        dim = config.goods_dim
+        dim, schema = config.goods_dim, config.schema
         self.attention = (
             ActivationUnit(dim, config.attention_hidden) if config.pooling == "attention" else None
         )
-        n_inputs = 2 + (config.sum_pool_input and self.attention is not None)
-        self.mlp = make_mlp([n_inputs * dim, *config.mlp_hidden], config.activation)
+        n_goods = 2 + (config.sum_pool_input and self.attention is not None)
+        width = n_goods * dim + schema.user_dim + schema.context_dim
+        self.mlp = make_mlp([width, *config.mlp_hidden], config.activation, config.dropout)
         self.head = nn.Linear(config.mlp_hidden[-1], 1)
 
-    def logits(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # cand: (B, C, D), hist: (B, T, D), mask: (B, T) float 1 = real behaviour -> (B, C)
-        return self.logits_and_weights(cand, hist, mask)[0]
+    def logits(self, cand, hist, mask, user=None, context=None) -> torch.Tensor:
+        # cand: (B, C, Di), hist: (B, T, Di), mask: (B, T) 1 = real behaviour,
+        # user: (B, Du) or None, context: (B, Dc) or None -> (B, C)
+        return self.logits_and_weights(cand, hist, mask, user, context)[0]
 
     def logits_and_weights(
-        self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor
+        self,
+        cand: torch.Tensor,
+        hist: torch.Tensor,
+        mask: torch.Tensor,
+        user: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, C) and the weight of each behaviour for each candidate (B, C, T)."""
-        summed = (hist * mask.unsqueeze(-1)).sum(dim=1, keepdim=True)  # (B, 1, D)
-        summed = summed.expand(-1, cand.shape[1], -1)  # (B, C, D)
+        n_cand = cand.shape[1]
+        summed = (hist * mask.unsqueeze(-1)).sum(dim=1, keepdim=True)  # (B, 1, Di)
+        summed = summed.expand(-1, n_cand, -1)  # (B, C, Di)
         weights = self.attention_weights(cand, hist, mask)  # (B, C, T)
         if self.attention is None:
             features = [cand, summed]
         else:
-            features = [cand, weights @ hist]  # (B, C, D) each
+            features = [cand, weights @ hist]  # (B, C, Di) each
             if self.config.sum_pool_input:
                 features.append(summed)
+        for side in (user, context):  # the user once per request, broadcast over candidates
+            if side is not None:
+                features.append(side.unsqueeze(1).expand(-1, n_cand, -1))  # (B, C, Du|Dc)
         logits = self.head(self.mlp(torch.cat(features, dim=-1))).squeeze(-1)
         return logits, weights
 
@@ -168,60 +191,91 @@ class DenseDIN(nn.Module):
             weights = torch.softmax(weights + (keep - 1.0) * 1e9, dim=-1)
         return weights * keep
 
-    def forward(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(cand, hist, mask))
+    def forward(self, cand, hist, mask, user=None, context=None) -> torch.Tensor:
+        return torch.sigmoid(self.logits(cand, hist, mask, user, context))
 
 
 class DIN(nn.Module):
-    """Embedding tables plus the dense part; trains on index batches."""
+    """One embedding table per schema field, plus the dense part; trains on index batches.
 
-    def __init__(self, config: DINConfig) -> None:
+    `item_side` maps an item index to the index of each item-side field (column 0 is the
+    item itself), so an item carries its fields wherever it appears, candidate or behaviour.
+    """
+
+    def __init__(self, config: DINConfig, item_side: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
-        self.item_emb = nn.Embedding(config.n_items + 1, config.item_dim, padding_idx=0)
-        self.cat_emb = nn.Embedding(config.n_cats + 1, config.cat_dim, padding_idx=0)
-        nn.init.normal_(self.item_emb.weight, std=0.05)
-        nn.init.normal_(self.cat_emb.weight, std=0.05)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
-            self.cat_emb.weight[0].zero_()
+        schema = config.schema
+        self.embeddings = nn.ModuleDict(
+            {
+                spec.name: nn.Embedding(config.vocab_sizes[spec.name], spec.dim, padding_idx=0)
+                for kind in KINDS
+                for spec in schema.fields_of(kind)
+            }
+        )
+        for name, table in self.embeddings.items():
+            std = config.user_id_std if name == schema.user_id_field else config.embedding_std
+            nn.init.normal_(table.weight, std=std)
+            with torch.no_grad():
+                table.weight[0].zero_()
+        n_items, n_fields = config.vocab_sizes[schema.item_field.name], len(schema.item)
+        default_side = torch.zeros(n_items, n_fields, dtype=torch.long)
+        self.register_buffer("item_side", default_side if item_side is None else item_side.long())
         self.dense = DenseDIN(config)
 
-    def goods(self, item: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.item_emb(item), self.cat_emb(cat)], dim=-1)  # (..., D)
+    def concat_fields(self, kind: str, indices: torch.Tensor) -> torch.Tensor | None:
+        """(..., F) field indices of one kind -> (..., D) their embeddings side by side."""
+        specs = self.config.schema.fields_of(kind)
+        if not specs:
+            return None
+        parts = [self.embeddings[s.name](indices[..., j]) for j, s in enumerate(specs)]
+        return torch.cat(parts, dim=-1)
 
-    def forward(
-        self,
-        item: torch.Tensor,
-        cat: torch.Tensor,
-        hist_item: torch.Tensor,
-        hist_cat: torch.Tensor,
-        hist_len: torch.Tensor,
-    ) -> torch.Tensor:
-        # item, cat, hist_len: (B,); hist_item, hist_cat: (B, T) -> logits (B,)
-        cand = self.goods(item, cat).unsqueeze(1)  # (B, 1, D)
-        hist = self.goods(hist_item, hist_cat)  # (B, T, D)
-        steps = torch.arange(hist_item.shape[1], device=hist_len.device)
+    def field_indices(self, item, hist, user_fields, context) -> dict[str, torch.Tensor]:
+        """Every embedding row a batch reads, per field (flattened, padding included): what
+        the mini-batch aware regulariser penalises."""
+        schema = self.config.schema
+        items = torch.cat([self.item_side[item], self.item_side[hist].flatten(0, -2)])
+        found = {s.name: items[:, j] for j, s in enumerate(schema.item)}
+        found |= {s.name: user_fields[:, j] for j, s in enumerate(schema.user)}
+        return found | {s.name: context[:, j] for j, s in enumerate(schema.context)}
+
+    def goods(self, item: torch.Tensor) -> torch.Tensor:
+        """Item indices (...) -> item rows (..., Di): every item-side field's embedding."""
+        return self.concat_fields("item", self.item_side[item])
+
+    def forward(self, item, hist, hist_len, user_fields, context) -> torch.Tensor:
+        # item, hist_len: (B,); hist: (B, T); user_fields: (B, Fu); context: (B, Fc) -> (B,)
+        cand = self.goods(item).unsqueeze(1)  # (B, 1, Di)
+        steps = torch.arange(hist.shape[1], device=hist_len.device)
         mask = (steps.unsqueeze(0) < hist_len.unsqueeze(1)).float()  # (B, T)
-        return self.dense.logits(cand, hist, mask).squeeze(1)
+        user = self.concat_fields("user", user_fields)  # (B, Du) or None
+        ctx = self.concat_fields("context", context)  # (B, Dc) or None
+        return self.dense.logits(cand, self.goods(hist), mask, user, ctx).squeeze(1)
 
 
 class ServingGraph(nn.Module):
-    """The exported signature: B users, each with its history once, broadcast over C candidates.
+    """The exported signature (core.graph): B users, each with its history, user and context
+    rows once, broadcast over its C candidates. A request is a batch of one; the service's
+    micro-batcher pads several into one run. The attention weights are a second output:
+    /v1/score does not fetch them, /v1/explain does."""
 
-    A single request is a batch of one; the service's micro-batcher pads several into one run.
-    The attention weights are a second output: /v1/score does not fetch them, /v1/explain does.
-    """
-
-    INPUTS = graph.INPUTS
     OUTPUTS = graph.OUTPUTS
 
     def __init__(self, dense: DenseDIN) -> None:
         super().__init__()
         self.dense = dense
+        self.input_names = graph.input_names(dense.config.schema)
 
-    def forward(self, candidates: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor):
-        # candidates: (B, C, D), history: (B, T, D), history_mask: (B, T)
-        # -> scores (B, C), attention (B, C, T)
-        logits, weights = self.dense.logits_and_weights(candidates, history, history_mask)
+    def forward(self, *inputs: torch.Tensor):
+        # candidates (B, C, Di), history (B, T, Di), history_mask (B, T)[, user (B, Du)]
+        # [, context (B, Dc)] -> scores (B, C), attention (B, C, T)
+        named = dict(zip(self.input_names, inputs, strict=True))
+        logits, weights = self.dense.logits_and_weights(
+            named[graph.CANDIDATES],
+            named[graph.HISTORY],
+            named[graph.MASK],
+            named.get(graph.USER),
+            named.get(graph.CONTEXT),
+        )
         return torch.sigmoid(logits), weights

@@ -3,7 +3,8 @@
 Order of writes: lease, ONNX, rows, item metadata and report files, verification, manifest,
 versions set; then, only if asked, the `active` pointer, an event and an activation record.
 A writer killed anywhere before the manifest leaves no listed version, and the active one is
-untouched.
+untouched. Publishing touches no live state: histories and profiles are loaded by
+export/live.py.
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ def publish_bundle(
     client.set(keys.manifest_key(ns, version), manifest.to_json())
     client.zadd(keys.versions_key(ns), {version: manifest.created_at})
     client.delete(keys.lease_key(ns, version))
-    write_histories(client, ns, bundle.histories)
     log.info(
         "published %s (%s rows)",
         version,
@@ -120,10 +120,9 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
         created_at=time.time(),
         row_dtype=row_dtype,
         tables=tables,
-        item_dim=bundle.item_dim,
-        max_history=bundle.max_history,
+        schema=bundle.schema,
         onnx_sha256=hashlib.sha256(bundle.onnx).hexdigest(),
-        onnx_inputs=list(graph.INPUTS),
+        onnx_inputs=list(graph.input_names(bundle.schema)),
         onnx_output=graph.OUTPUT,
         onnx_attention=graph.ATTENTION if graph.ATTENTION in output_names(bundle.onnx) else "",
         model=bundle.model_config,
@@ -226,20 +225,6 @@ def verify_version(
         content = client.get(keys.report_key(ns, version, name)) or b""
         if hashlib.sha256(content).hexdigest() != digest:
             raise PublishError(f"report file {name} of {version} does not match its checksum")
-
-
-def write_histories(client: RedisClient, ns: str, histories: dict[str, list[str]]) -> None:
-    """Replace each user's behaviour list (most recent last); on one node each batch is a
-    MULTI/EXEC, so no reader sees a list half replaced."""
-    users = list(histories)
-    for start in range(0, len(users), BATCH_ROWS):
-        pipe = client.pipeline(transaction=not is_cluster(client))
-        for user in users[start : start + BATCH_ROWS]:
-            key = keys.history_key(ns, user)
-            pipe.delete(key)
-            if histories[user]:
-                pipe.rpush(key, *histories[user])
-        pipe.execute()
 
 
 def read_manifest(client: RedisClient, ns: str, version: str) -> Manifest:

@@ -1,84 +1,20 @@
-"""A synthetic behaviour log with a planted local-activation signal, at any size.
+"""Untrained bundles of any size and any feature schema, with seeded random weights and rows,
+for publish, serving and scale tests that need rows and a graph, not accuracy. (The synthetic
+*training log*, with a planted signal, is export/logwriter.py.)
 
-Items belong to fine-grained clusters, and clusters to coarse categories. A user clicks a
-candidate with high probability when one of their last few behaviours shares its cluster:
-a local match with a few behaviours, which attention can pick out and sum pooling blurs.
-
-    python -c "from export.synthetic import make_synthetic; print(make_synthetic().train)"
+    python -c "from export.synthetic import synthetic_bundle; print(synthetic_bundle(100).tables)"
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from export.bundle import Bundle, Table
-from export.data import Dataset, Samples, _test_users
-from export.model import DenseDIN, DINConfig
+from core.schema import KINDS, FeatureSchema, two_field_schema
+from export.bundle import Bundle, extract_tables, item_metadata, state_bytes
+from export.model import DIN, DINConfig
+from export.samples import Vocabulary
 from export.to_onnx import export_dense_onnx
-
-
-@dataclass
-class SyntheticConfig:
-    n_users: int = 2000
-    n_items: int = 5000
-    n_cats: int = 20
-    clusters_per_cat: int = 20
-    samples_per_user: int = 20
-    max_history: int = 50
-    match_window: int = 5  # how many recent behaviours the click depends on
-    base_rate: float = 0.15
-    match_rate: float = 0.85
-    seed: int = 0
-
-
-def make_synthetic(config: SyntheticConfig | None = None) -> Dataset:
-    c = config or SyntheticConfig()
-    rng = np.random.default_rng(c.seed)
-    n_clusters = c.n_cats * c.clusters_per_cat
-    item_cluster = np.concatenate([[0], rng.integers(0, n_clusters, c.n_items)])  # (I+1,)
-    item_cat = np.concatenate([[0], item_cluster[1:] // c.clusters_per_cat + 1]).astype(np.int32)
-    n = c.n_users * c.samples_per_user
-    user = np.repeat(np.arange(c.n_users), c.samples_per_user).astype(np.int32)
-    hist_len = rng.integers(1, c.max_history + 1, n).astype(np.int32)
-    hist_item = rng.integers(1, c.n_items + 1, (n, c.max_history)).astype(np.int32)
-    steps = np.arange(c.max_history)
-    hist_item[steps[None, :] >= hist_len[:, None]] = 0
-    item = rng.integers(1, c.n_items + 1, n).astype(np.int32)
-    recent = (steps[None, :] >= hist_len[:, None] - c.match_window) & (hist_item > 0)
-    matching = _matching_item(rng, hist_item, hist_len, item, c.match_window)
-    item = np.where(rng.random(n) < 0.5, item, matching)
-    matched = ((item_cluster[hist_item] == item_cluster[item][:, None]) & recent).any(axis=1)
-    rate = np.where(matched, c.match_rate, c.base_rate)
-    samples = Samples(
-        user=user,
-        item=item,
-        cat=item_cat[item],
-        hist_item=hist_item,
-        hist_cat=item_cat[hist_item],
-        hist_len=hist_len,
-        label=(rng.random(n) < rate).astype(np.float32),
-        timestamp=np.arange(n, dtype=np.int64),
-    )
-    is_test = _test_users(c.n_users, 0.2, c.seed)[user]
-    return Dataset(
-        train=samples.take(np.flatnonzero(~is_test)),
-        test=samples.take(np.flatnonzero(is_test)),
-        user_vocab=np.array([f"u{i}" for i in range(c.n_users)]),
-        item_vocab=np.array([""] + [f"i{i}" for i in range(1, c.n_items + 1)]),
-        cat_vocab=np.array([""] + [f"c{i}" for i in range(1, c.n_cats + 1)]),
-        item_cat=item_cat,
-        latest_history={},
-    )
-
-
-def _matching_item(rng, hist_item, hist_len, fallback, window: int) -> np.ndarray:
-    """A candidate equal to one of the last behaviours, so that matches are common."""
-    pick = np.maximum(hist_len - 1 - rng.integers(0, window, len(hist_len)), 0)
-    chosen = hist_item[np.arange(len(hist_len)), pick]
-    return np.where(chosen > 0, chosen, fallback).astype(np.int32)
 
 
 def synthetic_table(n_rows: int, dim: int = 36, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,23 +23,52 @@ def synthetic_table(n_rows: int, dim: int = 36, seed: int = 0) -> tuple[np.ndarr
     return np.char.add("s", np.arange(n_rows).astype(str)), rows
 
 
-def synthetic_bundle(n_items: int, n_cats: int = 20, seed: int = 0, n_users: int = 0) -> Bundle:
-    """An untrained bundle of any size (seeded random rows and weights), for scale and
-    serving tests that need rows and a graph, not accuracy; n_users get a stored history."""
-    torch.manual_seed(seed)
-    config = DINConfig(n_items=n_items, n_cats=n_cats)
-    item_ids, item_rows = synthetic_table(n_items, config.goods_dim, seed)
+def synthetic_vocabulary(
+    schema: FeatureSchema, n_items: int, n_values: int, seed: int = 0
+) -> Vocabulary:
+    """Items "s0".."s{n-1}"; every other field's values "{field}0".."{field}{n_values-1}";
+    each item gets a random value of each item-side field."""
     rng = np.random.default_rng(seed)
-    cat_rows = rng.standard_normal((n_cats, config.cat_dim)).astype(np.float32)
-    histories = {f"u{k}": rng.choice(item_ids, 50).astype(str).tolist() for k in range(n_users)}
+    fields = {
+        spec.name: np.array(["", *(f"{spec.name}{k}" for k in range(n_values))])
+        for kind in KINDS
+        for spec in schema.fields_of(kind)
+    }
+    fields[schema.item_field.name] = np.concatenate([[""], synthetic_table(n_items, 1)[0]])
+    side = rng.integers(1, n_values + 1, (n_items + 1, len(schema.item)))  # (I+1, Fi)
+    side[:, 0] = np.arange(n_items + 1)
+    side[0] = 0
+    return Vocabulary(fields=fields, users=np.array([]), item_side=side.astype(np.int32), titles={})
+
+
+def synthetic_bundle(
+    n_items: int,
+    n_cats: int = 20,
+    seed: int = 0,
+    *,
+    schema: FeatureSchema | None = None,
+) -> Bundle:
+    """A publishable bundle with seeded random weights; n_cats values per non-item field."""
+    schema = schema or two_field_schema()
+    torch.manual_seed(seed)
+    vocab = synthetic_vocabulary(schema, n_items, n_cats, seed)
+    sizes = {name: len(values) for name, values in vocab.fields.items()}
+    model = DIN(DINConfig(schema, sizes, embedding_std=1.0), torch.from_numpy(vocab.item_side))
+    model.eval()
     return Bundle(
-        onnx=export_dense_onnx(DenseDIN(config).eval()),
-        model_config=config.to_dict(),
-        item_dim=config.item_dim,
-        max_history=config.max_history,
-        tables={
-            "item": Table(item_ids, item_rows, item_rows.mean(axis=0)),
-            "cat": Table(np.array([f"c{i}" for i in range(n_cats)]), cat_rows, cat_rows.mean(0)),
-        },
-        histories=histories,
+        onnx=export_dense_onnx(model.dense),
+        schema=schema,
+        model_config=model.config.to_dict(),
+        tables=extract_tables(model, vocab),
+        item_metadata=item_metadata(schema, vocab),
+        checkpoint=state_bytes(model),
     )
+
+
+def synthetic_histories(bundle: Bundle, n_users: int, seed: int = 0) -> dict[str, list[str]]:
+    """Users "u0".."u{n-1}", each with a full history of random items of the bundle."""
+    rng = np.random.default_rng(seed)
+    ids = bundle.tables["item"].ids
+    return {
+        f"u{k}": rng.choice(ids, bundle.max_history).astype(str).tolist() for k in range(n_users)
+    }

@@ -1,6 +1,7 @@
 """Overwrite rows of a live version in place, and tell every replica to drop them from cache.
 
-ctr-export update-rows --table item --file rows.npz
+ctr-export update-rows --table item --file rows.npz     # whole item rows
+ctr-export update-rows --table cat --file rows.npz      # one field's own table
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ from core import keys
 from core.redis_conn import RedisClient
 from core.rows import encode_rows
 from export.publish import PublishError, decode, read_manifest, stored_probe_digest, write_rows
+
+
+def resolve_table(name: str, tables: list[str]) -> str:
+    """`item`, or a field's name (or its table name `f:{field}`)."""
+    for candidate in (name, keys.field_table(name)):
+        if candidate in tables:
+            return candidate
+    names = sorted(t.removeprefix(keys.field_table("")) for t in tables)
+    raise PublishError(f"unknown table {name!r}; tables are {names}")
 
 
 def update_rows(
@@ -26,8 +36,7 @@ def update_rows(
     if not version:
         raise PublishError("no active version to update")
     manifest = read_manifest(client, ns, version)
-    if table not in manifest.tables:
-        raise PublishError(f"unknown table {table!r}; tables are {sorted(manifest.tables)}")
+    table = resolve_table(table, list(manifest.tables))
     dim = manifest.tables[table].dim
     if rows.ndim != 2 or rows.shape != (len(ids), dim):
         raise PublishError(f"{table} rows must be shaped ({len(ids)}, {dim}), got {rows.shape}")

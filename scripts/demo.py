@@ -1,4 +1,5 @@
-"""The end-to-end demo: Redis, MovieLens-100K, train, export, publish, serve, one request.
+"""The end-to-end demo: Redis, MovieLens-100K under its example feature schema, samples,
+train, export, publish, live histories, serve, one scored and one explained request.
 
 make demo            # or: python -m scripts.demo --port 8000
 make stop            # stops the service and Redis it left running
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import httpx
 
-from app.schemas import EXAMPLE_REQUEST
+from app.requests import EXAMPLE_REQUEST
 from core.local_redis import LocalRedis, free_port
 from core.local_service import LocalService
+from export.movielens import prepare_movielens
 
 RUN_DIR = Path(".run")
 NAMESPACE = "din"
@@ -32,17 +34,11 @@ def start_redis() -> str:
 
 
 def train_and_publish(redis_url: str) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "export.cli",
-        "run",
-        "--redis-url",
-        redis_url,
-        "--namespace",
-        NAMESPACE,
-    ]
-    subprocess.run(command, check=True)
+    """Exactly what a user runs with their own log, on the MovieLens example schema."""
+    schema = prepare_movielens(Path("data"))
+    print(f"feature schema: {schema} (a copy of examples/movielens-100k.yaml)")
+    command = [sys.executable, "-m", "export.cli", "run", "--schema", str(schema)]
+    subprocess.run([*command, "--redis-url", redis_url, "--namespace", NAMESPACE], check=True)
 
 
 def start_service(redis_url: str, port: int) -> None:
@@ -57,7 +53,7 @@ def start_service(redis_url: str, port: int) -> None:
 
 def show_request(port: int) -> None:
     body = json.dumps(EXAMPLE_REQUEST)
-    print("\nScore three candidate movies for user 196:\n")
+    print("\nScore three candidate movies for user 196 (profile and context given):\n")
     print(
         f"  curl -s -X POST http://127.0.0.1:{port}/v1/score \\\n"
         f"       -H 'content-type: application/json' \\\n       -d '{body}'\n"
@@ -78,7 +74,8 @@ def show_explanation(port: int, top: int = 3) -> None:
     for candidate in answer.json()["candidates"]:
         name = candidate["title"] or candidate["item_id"]
         heaviest = ", ".join(b["title"] or b["item_id"] for b in candidate["behaviours"][:top])
-        print(f"  {name} ({candidate['score']:.3f}): {heaviest}")
+        fields = ", ".join(f"{k}={v}" for k, v in candidate["fields"].items())
+        print(f"  {name} [{fields}] ({candidate['score']:.3f}): {heaviest}")
 
 
 def stop() -> None:

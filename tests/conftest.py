@@ -1,4 +1,5 @@
-"""Fixtures: a real redis-server per session, a unique namespace per test, tiny trained models."""
+"""Fixtures: a real redis-server per session, a unique namespace per test, samples of a
+MovieLens-100K slice under the example schema, tiny trained models."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import torch
 
 from core.local_redis import LocalRedis
 from core.redis_conn import connect_redis
+from core.schema import load_schema_file
 from export.bundle import build_bundle
-from export.data import load_movielens
+from export.job import POOLINGS
 from export.model import DINConfig
+from export.movielens import prepare_movielens
 from export.report import make_report
+from export.samples import build_samples
 from export.train import TrainConfig, train_model
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -40,46 +44,53 @@ def ns() -> str:
 
 
 @pytest.fixture(scope="session")
-def movielens_slice():
-    return load_movielens(DATA_DIR, max_users=SLICE_USERS)
+def movielens_schema():
+    """The MovieLens-100K example schema (item side, user and context fields), data prepared."""
+    return load_schema_file(prepare_movielens(DATA_DIR))
 
 
-def train_tiny(dataset, *, pooling="attention", seed=0, epochs=1, **config):
+@pytest.fixture(scope="session")
+def samples(movielens_schema, tmp_path_factory):
+    """Samples of the first SLICE_USERS users of MovieLens-100K under the example schema."""
+    folder = tmp_path_factory.mktemp("samples")
+    return build_samples(movielens_schema, folder, max_users=SLICE_USERS, progress=False)
+
+
+def train_tiny(samples, *, pooling="attention", seed=0, epochs=1, **config):
     torch.set_num_threads(1)
-    model_config = DINConfig(
-        n_items=dataset.n_items, n_cats=dataset.n_cats, pooling=pooling, **config
-    )
-    return train_model(dataset, model_config, TrainConfig(epochs=epochs, seed=seed, progress=False))
+    sizes = {name: len(values) for name, values in samples.vocab.fields.items()}
+    model_config = DINConfig(samples.schema, sizes, pooling=pooling, **config)
+    return train_model(samples, model_config, TrainConfig(epochs=epochs, seed=seed, progress=False))
 
 
 @pytest.fixture(scope="session")
-def trained(movielens_slice):
-    return train_tiny(movielens_slice)
+def trained(samples):
+    return train_tiny(samples)
 
 
 @pytest.fixture(scope="session")
-def bundle(trained, movielens_slice):
-    return build_bundle(trained.model, movielens_slice, {"seed": 0})
+def bundle(trained, samples):
+    return build_bundle(trained.model, samples, {"seed": 0})
 
 
 @pytest.fixture(scope="session")
-def other_trained(movielens_slice):
+def other_trained(samples):
     """A second model with different weights and activation, for swap tests."""
-    return train_tiny(movielens_slice, seed=7, activation="prelu")
+    return train_tiny(samples, seed=7, activation="prelu")
 
 
 @pytest.fixture(scope="session")
-def other_bundle(other_trained, movielens_slice):
-    return build_bundle(other_trained.model, movielens_slice, {"seed": 7})
+def other_bundle(other_trained, samples):
+    return build_bundle(other_trained.model, samples, {"seed": 7})
 
 
 @pytest.fixture(scope="session")
-def reported_bundle(trained, movielens_slice):
+def reported_bundle(trained, samples):
     """The DIN bundle with a training report comparing it to a tiny BaseModel."""
-    runs = {"DIN": trained, "BaseModel": train_tiny(movielens_slice, pooling="sum", epochs=2)}
+    runs = {"DIN": trained, "BaseModel": train_tiny(samples, pooling=POOLINGS["base"], epochs=2)}
     report = make_report(
         {label: run.epochs for label, run in runs.items()},
         {label: run.best_epoch for label, run in runs.items()},
     )
     metrics = {"seed": 0} | {f"test_{name}": value for name, value in trained.test.items()}
-    return build_bundle(trained.model, movielens_slice, metrics, report=report)
+    return build_bundle(trained.model, samples, metrics, report=report)

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 from typer.testing import CliRunner
 
@@ -6,8 +8,8 @@ from core.manifest import Manifest
 from export.bundle import save_bundle
 from export.cli import app
 from export.report import COLOURS, REPORT_IMAGE, REPORT_SUMMARY
+from export.synthetic import synthetic_bundle
 from tests.conftest import DATA_DIR
-from tests.factories import synthetic_bundle
 from tests.test_report import colour_pixels
 
 runner = CliRunner()
@@ -26,6 +28,8 @@ def test_publish_activate_rollback_update_and_gc_from_the_command_line(
     code, out = cli(redis_server, ns, "publish", str(folder), "--no-activate", "--no-progress")
     assert code == 0 and "v2 published, not active" in out
     assert cli(redis_server, ns, "versions")[1].split("\n")[:2] == ["* v1", "  v2"]
+    listed = json.loads(cli(redis_server, ns, "versions", "--json")[1])
+    assert [(v["version"], v["active"]) for v in listed] == [("v1", True), ("v2", False)]
     assert cli(redis_server, ns, "activate", "v2")[1].strip() == "v2 active (was v1)"
     assert cli(redis_server, ns, "activate", "v1")[0] == 0  # the rollback
     assert redis_client.get(keys.active_key(ns)) == b"v1"

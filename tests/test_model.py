@@ -2,14 +2,26 @@ import numpy as np
 import pytest
 import torch
 
+from core import graph
 from core.graph import one_user_feeds, user_inputs
+from core.schema import FeatureSchema, FieldSpec, two_field_schema
 from export.model import DIN, DenseDIN, Dice, DINConfig
 from export.to_onnx import cpu_session, export_dense_onnx
 
+TWO_FIELDS = two_field_schema()
+SIZES = {"item_id": 11, "cat": 4}
+RICH = FeatureSchema(
+    item=(FieldSpec("item_id", 8), FieldSpec("cat", 4), FieldSpec("shop", 4)),
+    user=(FieldSpec("age", 3), FieldSpec("gender", 2)),
+    context=(FieldSpec("hour", 5),),
+)
+RICH_SIZES = {"item_id": 9, "cat": 4, "shop": 5, "age": 4, "gender": 3, "hour": 25}
 
-def random_dense(**overrides) -> DenseDIN:
+
+def random_dense(schema=TWO_FIELDS, **overrides) -> DenseDIN:
     torch.manual_seed(0)
-    dense = DenseDIN(DINConfig(n_items=10, n_cats=3, **overrides))
+    sizes = SIZES if schema is TWO_FIELDS else RICH_SIZES
+    dense = DenseDIN(DINConfig(schema, sizes, **overrides))
     with torch.no_grad():  # give Dice non-trivial moving averages
         for module in dense.modules():
             if isinstance(module, Dice):
@@ -50,23 +62,55 @@ def test_dice_uses_moving_averages_in_eval_not_the_batch():
 
 
 def test_base_model_has_no_attention_and_din_does():
-    assert DIN(DINConfig(n_items=5, n_cats=2, pooling="sum")).dense.attention is None
-    assert DIN(DINConfig(n_items=5, n_cats=2)).dense.attention is not None
+    assert DIN(DINConfig(TWO_FIELDS, SIZES, pooling="sum")).dense.attention is None
+    assert DIN(DINConfig(TWO_FIELDS, SIZES)).dense.attention is not None
     with pytest.raises(ValueError, match="pooling"):
-        DINConfig(n_items=5, n_cats=2, pooling="max")
+        DINConfig(TWO_FIELDS, SIZES, pooling="max")
 
 
+def test_an_item_carries_every_item_side_field_in_schema_order():
+    side = torch.tensor([[0, 0, 0], [1, 2, 3], [2, 1, 1]])
+    model = DIN(DINConfig(RICH, RICH_SIZES | {"item_id": 3}), side)
+    row = model.goods(torch.tensor([1]))[0]
+    parts = [model.embeddings[n].weight[i] for n, i in (("item_id", 1), ("cat", 2), ("shop", 3))]
+    assert row.shape == (RICH.item_dim,) and torch.equal(row, torch.cat(parts))
+
+
+def test_user_and_context_fields_change_the_score():
+    model = DIN(DINConfig(RICH, RICH_SIZES), torch.zeros(9, 3, dtype=torch.long)).eval()
+    item, hist, length = torch.tensor([1]), torch.tensor([[2, 3]]), torch.tensor([2])
+    base = model(item, hist, length, torch.tensor([[1, 1]]), torch.tensor([[4]]))
+    other_user = model(item, hist, length, torch.tensor([[2, 1]]), torch.tensor([[4]]))
+    other_hour = model(item, hist, length, torch.tensor([[1, 1]]), torch.tensor([[9]]))
+    assert base != other_user and base != other_hour
+
+
+def random_inputs(schema, n_cand: int, n_hist: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(n_cand * 1000 + n_hist)
+    hist, mask = user_inputs(rng.standard_normal((n_hist, schema.item_dim)))
+    return {
+        graph.CANDIDATES: rng.standard_normal((n_cand, schema.item_dim)).astype(np.float32),
+        graph.HISTORY: hist,
+        graph.MASK: mask,
+        graph.USER: rng.standard_normal(schema.user_dim).astype(np.float32),
+        graph.CONTEXT: rng.standard_normal(schema.context_dim).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("schema", [TWO_FIELDS, RICH], ids=["two-fields", "rich"])
 @pytest.mark.parametrize("split", [True, False])
 @pytest.mark.parametrize("pooling", ["attention", "sum"])
-def test_onnx_matches_torch_for_any_candidate_and_history_count(split, pooling):
-    dense = random_dense(pooling=pooling)
+def test_onnx_matches_torch_for_any_candidate_and_history_count(schema, split, pooling):
+    dense = random_dense(schema, pooling=pooling)
     session = cpu_session(export_dense_onnx(dense, split=split))
+    names = graph.input_names(schema)
+    assert [i.name for i in session.get_inputs()] == list(names)
     for n_cand, n_hist in [(1, 1), (17, 3), (100, 50), (4, 200)]:
-        cand = np.random.default_rng(n_cand).standard_normal((n_cand, 36)).astype(np.float32)
-        hist, mask = user_inputs(np.random.default_rng(n_hist).standard_normal((n_hist, 36)))
-        got = session.run(None, one_user_feeds(cand, hist, mask))[0][0]
+        inputs = random_inputs(schema, n_cand, n_hist)
+        got = session.run(None, one_user_feeds(names, inputs))[0][0]
         with torch.no_grad():
-            want = dense(*(torch.from_numpy(a)[None] for a in (cand, hist, mask)))[0].numpy()
+            tensors = [torch.from_numpy(inputs[name])[None] for name in names]
+            want = torch.sigmoid(dense.logits(*tensors))[0].numpy()
         assert got.shape == (n_cand,)
         assert np.abs(got - want).max() <= 1e-5
 
@@ -76,7 +120,8 @@ def test_empty_history_is_one_masked_row_and_scores_like_sum_of_nothing():
     session = cpu_session(export_dense_onnx(dense))
     hist, mask = user_inputs(np.zeros((0, 36), np.float32))
     assert hist.shape == (1, 36) and mask.tolist() == [0.0]
-    cand = np.ones((2, 36), np.float32)
-    got = session.run(None, one_user_feeds(cand, hist, mask))[0][0]
-    other = session.run(None, one_user_feeds(cand, hist + 5, mask))[0][0]
+    names = graph.input_names(TWO_FIELDS)
+    inputs = {graph.CANDIDATES: np.ones((2, 36), np.float32), graph.MASK: mask}
+    got = session.run(None, one_user_feeds(names, inputs | {graph.HISTORY: hist}))[0][0]
+    other = session.run(None, one_user_feeds(names, inputs | {graph.HISTORY: hist + 5}))[0][0]
     assert np.allclose(got, other, atol=1e-7)

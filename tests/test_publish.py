@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from core import keys
+from core import graph, keys
 from core.graph import one_user_feeds, user_inputs
 from core.manifest import Manifest
 from core.rows import decode_rows
@@ -18,10 +18,10 @@ from export.publish import (
     publish_bundle,
     read_manifest,
 )
+from export.synthetic import synthetic_bundle
 from export.to_onnx import cpu_session
 from export.train import predict
 from export.update import update_rows
-from tests.factories import synthetic_bundle
 
 
 def fetch_rows(client, ns, version, table, ids, manifest: Manifest) -> np.ndarray:
@@ -30,24 +30,53 @@ def fetch_rows(client, ns, version, table, ids, manifest: Manifest) -> np.ndarra
     return decode_rows(values, manifest.row_dtype, manifest.tables[table].dim)
 
 
-def test_scores_from_redis_rows_and_onnx_equal_pytorch(
-    redis_client, ns, bundle, trained, movielens_slice
-):
+def raw_values(samples, field: str, indices) -> list[str]:
+    return [str(v) for v in samples.vocab.fields[field][indices]]
+
+
+def fetch_side(client, ns, manifest, samples, kind: str, indices) -> np.ndarray | None:
+    """One sample's user or context vector, from each field's own table in Redis."""
+    specs = manifest.schema.fields_of(kind)
+    if not specs:
+        return None
+    parts = [
+        fetch_rows(
+            client,
+            ns,
+            manifest.version,
+            keys.field_table(spec.name),
+            raw_values(samples, spec.name, [indices[j]]),
+            manifest,
+        )[0]
+        for j, spec in enumerate(specs)
+    ]
+    return np.concatenate(parts)
+
+
+def test_scores_from_redis_rows_and_onnx_equal_pytorch(redis_client, ns, bundle, trained, samples):
     manifest = publish_bundle(redis_client, ns, bundle, progress=False)
     session = cpu_session(redis_client.get(keys.onnx_key(ns, manifest.version)))
-    test, vocab = movielens_slice.test, movielens_slice.item_vocab
+    test, item = samples.read("test", limit=400), manifest.schema.item_field.name
     chosen = np.random.default_rng(1).choice(len(test), 40, replace=False)
     worst = 0.0
     for row in chosen:
         slate = test.slate(row, chosen)
         want = predict(trained.model, slate)
+        v = manifest.version
         cands = fetch_rows(
-            redis_client, ns, manifest.version, "item", list(vocab[slate.item]), manifest
+            redis_client, ns, v, "item", raw_values(samples, item, slate.item), manifest
         )
-        behaviours = list(vocab[test.hist_item[row, : test.hist_len[row]]])
-        hist = fetch_rows(redis_client, ns, manifest.version, "item", behaviours, manifest)
-        hist, mask = user_inputs(hist.reshape(-1, manifest.goods_dim))
-        got = session.run(None, one_user_feeds(cands, hist, mask))[0][0]
+        behaviours = raw_values(samples, item, test.hist[row, : test.hist_len[row]])
+        hist = fetch_rows(redis_client, ns, v, "item", behaviours, manifest)
+        hist, mask = user_inputs(hist.reshape(-1, manifest.schema.item_dim))
+        inputs = {graph.CANDIDATES: cands, graph.HISTORY: hist, graph.MASK: mask}
+        inputs[graph.USER] = fetch_side(
+            redis_client, ns, manifest, samples, "user", test.user_fields[row]
+        )
+        inputs[graph.CONTEXT] = fetch_side(
+            redis_client, ns, manifest, samples, "context", test.context[row]
+        )
+        got = session.run(None, one_user_feeds(manifest.onnx_inputs, inputs))[0][0]
         worst = max(worst, float(np.abs(got - want).max()))
     assert worst <= 1e-5
 
@@ -56,11 +85,26 @@ def test_manifest_is_written_last_and_describes_the_bundle(redis_client, ns, bun
     manifest = publish_bundle(redis_client, ns, bundle, activate=False, progress=False)
     stored = read_manifest(redis_client, ns, manifest.version)
     assert stored.tables["item"].rows == len(bundle.tables["item"].ids)
-    assert stored.goods_dim == 36 and stored.item_dim == 18
+    assert stored.schema == bundle.schema and stored.tables["item"].dim == bundle.schema.item_dim
+    assert stored.onnx_inputs == ["candidates", "history", "history_mask", "user", "context"]
     assert stored.metrics["onnx_parity_max_abs_diff"] <= 1e-5
     assert redis_client.get(keys.active_key(ns)) is None
     assert not redis_client.exists(keys.lease_key(ns, manifest.version))
-    assert redis_client.lrange(keys.history_key(ns, "1"), 0, -1)
+    assert not redis_client.exists(keys.history_key(ns, "1"))  # publishing leaves live state
+
+
+def test_live_histories_and_profiles_load_from_the_samples(redis_client, ns, samples):
+    from export.live import load_from_samples
+
+    assert load_from_samples(redis_client, ns, samples, progress=False) == len(samples.vocab.users)
+    users, histories, profiles = next(samples.latest())
+    stored = redis_client.lrange(keys.history_key(ns, users[0]), 0, -1)
+    assert [v.decode() for v in stored] == histories[0][-samples.schema.max_history :]
+    profile = redis_client.hgetall(keys.profile_key(ns, users[0]))
+    assert {k.decode(): v.decode() for k, v in profile.items()} == {
+        field: values[0] for field, values in profiles.items() if values[0] is not None
+    }
+    assert set(profiles) == {"age", "gender", "occupation"}
 
 
 def test_versions_are_immutable_and_activate_is_also_rollback(redis_client, ns, bundle):
@@ -84,8 +128,9 @@ def test_fp16_rows_are_half_the_bytes(redis_client, ns, bundle):
     manifest = publish_bundle(redis_client, ns, bundle, row_dtype="float16", progress=False)
     item_id = str(bundle.tables["item"].ids[0])
     raw = redis_client.get(keys.row_key(ns, manifest.version, "item", item_id))
-    assert len(raw) == 36 * 2
-    decoded = decode_rows([raw], "float16", 36)[0]
+    width = bundle.schema.item_dim
+    assert len(raw) == width * 2
+    decoded = decode_rows([raw], "float16", width)[0]
     assert np.abs(decoded - bundle.tables["item"].rows[0]).max() < 1e-2
 
 
@@ -150,7 +195,7 @@ def test_updating_a_probe_row_keeps_the_version_loadable(redis_client, ns):
     from app.bundle import load_bundle
 
     manifest = publish_bundle(redis_client, ns, synthetic_bundle(30), progress=False)
-    probe = manifest.probe_ids["cat"][0]
+    probe = manifest.probe_ids["f:cat"][0]
     update_rows(redis_client, ns, "cat", [probe], np.full((1, 18), 2.0, np.float32))
     assert load_bundle(redis_client, ns, manifest.version, "cpu", 1).version == manifest.version
     activate_version(redis_client, ns, manifest.version)

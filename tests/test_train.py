@@ -1,12 +1,14 @@
 import numpy as np
+import torch
 
-from export.bundle import load_bundle, save_bundle
+from export.bundle import load_bundle, rebuild_model, save_bundle
 from export.to_onnx import PARITY_TOLERANCE, ParityError, check_parity
+from export.train import predict
 from tests.conftest import train_tiny
 
 
-def test_training_reports_auc_gauc_logloss_and_keeps_best_epoch(movielens_slice):
-    result = train_tiny(movielens_slice, epochs=2)
+def test_training_reports_auc_gauc_logloss_and_keeps_best_epoch(samples):
+    result = train_tiny(samples, epochs=2)
     assert len(result.epochs) == 2
     best = max(result.epochs, key=lambda e: e["valid"]["gauc"])
     assert result.best_epoch == best["epoch"] and result.test == best["test"]
@@ -14,8 +16,8 @@ def test_training_reports_auc_gauc_logloss_and_keeps_best_epoch(movielens_slice)
     assert 0 < result.test["logloss"] < 1
 
 
-def test_training_is_seeded(movielens_slice):
-    first, again = train_tiny(movielens_slice, seed=3), train_tiny(movielens_slice, seed=3)
+def test_training_is_seeded(samples):
+    first, again = train_tiny(samples, seed=3), train_tiny(samples, seed=3)
     assert first.test == again.test
 
 
@@ -25,11 +27,35 @@ def test_bundle_passes_parity_and_round_trips_on_disk(bundle, tmp_path):
     assert loaded.onnx == bundle.onnx and loaded.model_config == bundle.model_config
     assert np.array_equal(loaded.tables["item"].rows, bundle.tables["item"].rows)
     assert list(loaded.tables["item"].ids) == list(bundle.tables["item"].ids)
+    assert loaded.schema == bundle.schema and set(loaded.tables) == set(bundle.tables)
 
 
-def test_parity_check_fails_loudly_on_a_different_graph(trained, other_bundle, movielens_slice):
+def test_the_bundle_alone_rebuilds_the_pytorch_model(bundle, trained, samples):
+    rebuilt = rebuild_model(bundle)
+    test = samples.read("test", limit=300)
+    assert np.array_equal(predict(rebuilt, test), predict(trained.model, test))
+    assert torch.equal(rebuilt.item_side, trained.model.item_side)
+
+
+def test_every_schema_field_has_its_table_and_items_carry_their_side_fields(bundle, samples):
+    schema = samples.schema
+    assert set(bundle.tables) == {"item"} | {f"f:{f.name}" for f in schema.field_tables}
+    assert bundle.tables["item"].rows.shape[1] == schema.item_dim == 18 + 18 + 8
+    for spec in schema.field_tables:
+        table = bundle.tables[f"f:{spec.name}"]
+        assert table.rows.shape == (len(samples.vocab.fields[spec.name]) - 1, spec.dim)
+    cat = bundle.tables["f:cat"]
+    item_row, meta = (
+        bundle.tables["item"].rows[0],
+        bundle.item_metadata[bundle.tables["item"].ids[0]],
+    )
+    cat_row = cat.rows[list(cat.ids).index(meta["fields"]["cat"])]
+    assert np.array_equal(item_row[18:36], cat_row)
+
+
+def test_parity_check_fails_loudly_on_a_different_graph(trained, other_bundle, samples):
     try:
-        check_parity(trained.model, other_bundle.onnx, movielens_slice.test)
+        check_parity(trained.model, other_bundle.onnx, samples.read("test", limit=500))
     except ParityError as error:
         assert "differs from PyTorch" in str(error)
     else:

@@ -11,7 +11,7 @@ import numpy as np
 
 from core import keys
 from core.rows import DTYPES
-from core.schema import FeatureSchema
+from core.schema import FeatureSchema, forward_compatible
 
 ROW_DTYPES = tuple(DTYPES)  # ("float32", "float16")
 PROBE_ROWS = 64
@@ -69,15 +69,17 @@ class Manifest:
         tables = raw.get("tables")
         if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
             raise ValueError("manifest tables must map names to specs")
-        raw["tables"] = {name: known_fields(TableSpec, spec) for name, spec in tables.items()}
+        raw["tables"] = {
+            name: known_fields(TableSpec, spec, f"tables.{name}") for name, spec in tables.items()
+        }
         raw["schema"] = FeatureSchema.from_dict(raw.get("schema"))
-        return known_fields(cls, raw)
+        return known_fields(cls, raw, "manifest")
 
 
-def known_fields(cls, raw: dict):
-    """cls built from the keys it declares; the others are left out."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in raw.items() if k in names})
+def known_fields(cls, raw: dict, where: str):
+    """cls built from the keys it declares; the others (a newer exporter's) are left out and
+    logged once."""
+    return cls(**forward_compatible(raw, {f.name for f in fields(cls)}, where))
 
 
 def expected_tables(schema: FeatureSchema) -> dict[str, int]:

@@ -10,11 +10,13 @@ graph's inputs, the request model and the page. No module keeps its own list of 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 KINDS = ("item", "user", "context")
 BEHAVIOURS = ("all", "positive")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -101,9 +103,11 @@ class FeatureSchema:
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "manifest") -> FeatureSchema:
+        """A stored schema. Keys a newer exporter added are ignored (and logged once), so an
+        older service still reads it; a schema file, by contrast, refuses unknown keys."""
         raw = _mapping(raw, source, "schema")
-        _only(raw, {"features", "history", "user_id_field"}, source, "")
-        return parse_features(raw, source, raw.get("user_id_field"))
+        raw = forward_compatible(raw, {"features", "history", "user_id_field"}, "schema")
+        return parse_features(raw, source, raw.get("user_id_field"), strict=False)
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class SchemaFile:
 
 
 TOP_KEYS = {"data", "features", "history", "split"}
+HISTORY_KEYS = {"max_length", "behaviours"}
 DATA_KEYS = {"log", "columns", "items", "users"}
 COLUMN_KEYS = {"user", "item", "time", "label", "title"}
 
@@ -185,18 +190,25 @@ def parse_data(raw: Any, source: str, base: Path) -> DataSpec:
     )
 
 
-def parse_features(raw: dict, source: str, user_id_field: str | None) -> FeatureSchema:
-    features = _mapping(raw.get("features"), source, "features")
-    _only(features, set(KINDS), source, "features")
-    parsed = {kind: _field_list(features.get(kind, []), source, kind) for kind in KINDS}
+def parse_features(
+    raw: dict, source: str, user_id_field: str | None, *, strict: bool = True
+) -> FeatureSchema:
+    known = (
+        _only if strict else lambda r, allowed, _s, where: forward_compatible(r, allowed, where)
+    )
+    features = known(
+        _mapping(raw.get("features"), source, "features"), set(KINDS), source, "features"
+    )
+    parsed = {kind: _field_list(features.get(kind, []), source, kind, known) for kind in KINDS}
     if not parsed["item"]:
         raise SchemaError(source, "features.item", "needs at least the item id field")
     names = [f.name for kind in KINDS for f in parsed[kind]]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise SchemaError(source, "features", f"duplicate field name {duplicated[0]!r}")
-    history = _mapping(raw.get("history", {}), source, "history")
-    _only(history, {"max_length", "behaviours"}, source, "history")
+    history = known(
+        _mapping(raw.get("history", {}), source, "history"), HISTORY_KEYS, source, "history"
+    )
     max_history = history.get("max_length", 50)
     if not isinstance(max_history, int) or isinstance(max_history, bool) or max_history < 1:
         raise SchemaError(
@@ -229,15 +241,15 @@ def parse_split(raw: Any, source: str) -> SplitSpec:
     return SplitSpec(float(fraction), seed)
 
 
-def _field_list(raw: Any, source: str, kind: str) -> tuple[FieldSpec, ...]:
+def _field_list(raw: Any, source: str, kind: str, known=None) -> tuple[FieldSpec, ...]:
+    known = known or _only
     key = f"features.{kind}"
     if not isinstance(raw, list):
         raise SchemaError(source, key, "must be a list of {name, dim}")
     specs = []
     for index, entry in enumerate(raw):
         where = f"{key}[{index}]"
-        entry = _mapping(entry, source, where)
-        _only(entry, {"name", "dim"}, source, where)
+        entry = known(_mapping(entry, source, where), {"name", "dim"}, source, where)
         name = _name(entry.get("name"), source, f"{where}.name", pattern=NAME)
         if name == ITEM_ID and not (kind == "item" and index == 0):
             raise SchemaError(source, f"{where}.name", f"{ITEM_ID!r} names the item id only")
@@ -266,11 +278,24 @@ def _mapping(raw: Any, source: str, key: str) -> dict:
     return raw
 
 
-def _only(raw: dict, allowed: set[str], source: str, where: str) -> None:
+def _only(raw: dict, allowed: set[str], source: str, where: str) -> dict:
     unknown = sorted(str(k) for k in raw if k not in allowed)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise SchemaError(source, key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    return raw
+
+
+_LOGGED_UNKNOWN: set[str] = set()
+
+
+def forward_compatible(raw: dict, allowed: set[str], where: str) -> dict:
+    """raw without the keys this version does not know; each such key is logged once."""
+    for key in sorted(str(k) for k in raw if k not in allowed):
+        if f"{where}.{key}" not in _LOGGED_UNKNOWN:
+            _LOGGED_UNKNOWN.add(f"{where}.{key}")
+            log.warning("ignoring %s.%s: written by a newer exporter", where, key)
+    return {k: v for k, v in raw.items() if k in allowed}
 
 
 def _name(value: Any, source: str, key: str, pattern: re.Pattern | None) -> str:

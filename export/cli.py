@@ -22,8 +22,6 @@ from typing import Annotated
 
 import typer
 
-from core.redis_conn import RedisClient, connect_redis, read_password
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -54,7 +52,9 @@ DEFAULT_SAMPLES = Path("artifacts/samples")
 DEFAULT_DATA_DIR = Path("data")
 
 
-def redis_client(url: str, cluster: bool) -> RedisClient:
+def redis_client(url: str, cluster: bool):
+    from core.redis_conn import connect_redis, read_password
+
     return connect_redis(url, cluster=cluster, password=read_password(), timeout_s=30.0)
 
 

@@ -97,3 +97,23 @@ def test_a_first_round_manifest_is_refused_with_the_reason():
     old = json.dumps({"format": 1, "version": "v1", "tables": {}})
     with pytest.raises(ValueError, match="predates feature schemas"):
         Manifest.from_json(old)
+
+
+def test_an_older_service_reads_a_manifest_with_fields_it_does_not_know(bundle):
+    from export.publish import make_manifest
+
+    raw = json.loads(make_manifest(bundle, "v9", "float32").to_json())
+    raw["tables"]["item"]["layout"] = "blocks"  # nested fields a newer exporter might add
+    raw["schema"]["features"]["item"][1]["hashed"] = True
+    raw["schema"]["history"]["decay"] = 0.5
+    raw["canary"] = {"percent": 10}
+    manifest = Manifest.from_json(json.dumps(raw))
+    assert manifest.schema == bundle.schema and manifest.tables["item"].rows > 0
+
+
+def test_a_manifest_of_an_unknown_format_is_refused_with_that_reason(bundle):
+    from export.publish import make_manifest
+
+    raw = json.loads(make_manifest(bundle, "v9", "float32").to_json()) | {"format": 3}
+    with pytest.raises(ValueError, match="unsupported manifest format 3"):
+        Manifest.from_json(json.dumps(raw))

@@ -712,3 +712,60 @@ def test_rendered_manifests_reference_the_secret_without_holding_it(manifests):
         if "secret" in volume
     }
     assert mounted == {SECRET_NAME}
+
+
+# ---------------------------------------------------------------- multi-node training
+
+
+def load_training() -> list[Manifest]:
+    folder = K8S / "training"
+    spec = kustomization(folder)
+    objects = [doc for name in spec["resources"] for doc in read_yaml((folder / name).read_text())]
+    return objects + [generated_config_map(folder, g) for g in spec["configMapGenerator"]]
+
+
+def test_training_manifests_pass_the_kubernetes_schemas_and_are_locked_down():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    objects = load_training()
+    for obj in objects:
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    problems = [p for _, spec, c in all_containers(objects) for p in lockdown_problems(spec, c)]
+    assert not problems
+
+
+def test_training_job_runs_one_torchrun_node_per_pod_rendezvousing_on_pod_zero():
+    objects = load_training()
+    [job], [service] = of_kind(objects, "Job"), of_kind(objects, "Service")
+    spec, container = job["spec"], only_container(job)
+    nodes = int(effective_env(objects, container)["CTR_TRAIN_NODES"])
+    assert (
+        spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == nodes
+    )
+    assert spec["backoffLimit"] == 0
+    script = command_line(container)[-1]
+    assert (
+        '--nnodes "$CTR_TRAIN_NODES"' in script and '--node-rank "$JOB_COMPLETION_INDEX"' in script
+    )
+    name, pod_spec = job["metadata"]["name"], pod_template(job)["spec"]
+    assert (
+        pod_spec["subdomain"] == service["metadata"]["name"]
+        and service["spec"]["clusterIP"] == "None"
+    )
+    assert f"--master-addr {name}-0.{service['metadata']['name']}" in script
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(job))
+    assert "ctr-export publish" in script.split("torchrun")[1]  # after training, on pod 0
+
+
+def test_the_network_policy_admits_the_training_pods_to_redis():
+    [policy] = of_kind(load_base(), "NetworkPolicy")
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    [job] = of_kind(load_training(), "Job")
+    assert any(selects(peer["podSelector"], pod_labels(job)) for peer in peers)
+
+
+def test_training_publishes_where_the_server_reads():
+    objects = load_training()
+    env = effective_env(objects, only_container(of_kind(objects, "Job")[0]))
+    server = server_env(load_base())
+    for name in (*SHARED_WITH_EXPORTER, "CTR_REDIS_PASSWORD_FILE"):
+        assert env[name] == server[name]

@@ -188,7 +188,7 @@ def activate(
     namespace: Namespace = "din",
 ) -> None:
     """Make VERSION the one every replica serves; activating an older one is a rollback."""
-    from export import publish
+    from export import versions as publish
 
     try:
         previous = publish.activate_version(redis_client(redis_url, cluster), namespace, version)
@@ -205,9 +205,9 @@ def versions(
     as_json: AsJson = False,
 ) -> None:
     """List complete versions, oldest first; the active one is marked with *."""
-    from export import publish
+    from export.versions import list_versions
 
-    listed = publish.list_versions(redis_client(redis_url, cluster), namespace)
+    listed = list_versions(redis_client(redis_url, cluster), namespace)
     if as_json:
         typer.echo(json.dumps(listed))
         return
@@ -245,7 +245,8 @@ def update_rows_cmd(
     """Overwrite some rows of a live version and tell every replica to drop them from cache."""
     import numpy as np
 
-    from export import publish, update
+    from export import update
+    from export import versions as publish
 
     with np.load(file) as arrays:
         ids, rows = [str(i) for i in arrays["ids"]], arrays["rows"].astype(np.float32)
@@ -256,6 +257,84 @@ def update_rows_cmd(
     except publish.PublishError as error:
         raise typer.Exit(_fail(str(error))) from error
     typer.echo(f"updated {len(ids)} {table} rows of {done}")
+
+
+@app.command()
+def canary(
+    version: str,
+    percent: Annotated[float, typer.Option(min=0.01, max=100, help="share of users, %")] = 10.0,
+    max_error_rate: Annotated[
+        float | None, typer.Option(help="replicas abort the canary above this error rate (0-1)")
+    ] = None,
+    max_p99_ms: Annotated[
+        float | None, typer.Option(help="replicas abort the canary above this p99 latency")
+    ] = None,
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+) -> None:
+    """Send PERCENT of users to VERSION while the active version serves the rest; run it
+    again with another --percent to change the share (users only move towards the canary)."""
+    from export.canary import start_canary
+    from export.versions import PublishError
+
+    client = redis_client(redis_url, cluster)
+    try:
+        found = start_canary(
+            client,
+            namespace,
+            version,
+            percent,
+            max_error_rate=max_error_rate,
+            max_p99_ms=max_p99_ms,
+        )
+    except (PublishError, ValueError) as error:
+        raise typer.Exit(_fail(str(error))) from error
+    typer.echo(f"canary {found.version} at {found.percent:g}%")
+
+
+@app.command()
+def promote(
+    redis_url: RedisUrl = DEFAULT_URL, cluster: Cluster = False, namespace: Namespace = "din"
+) -> None:
+    """Make the canary the active version, in one step; the canary ends."""
+    from export.canary import promote as promote_canary
+    from export.versions import PublishError
+
+    try:
+        version = promote_canary(redis_client(redis_url, cluster), namespace)
+    except PublishError as error:
+        raise typer.Exit(_fail(str(error))) from error
+    typer.echo(f"{version} active (promoted)")
+
+
+@app.command()
+def abort(
+    redis_url: RedisUrl = DEFAULT_URL, cluster: Cluster = False, namespace: Namespace = "din"
+) -> None:
+    """End the canary: every user goes back to the active version."""
+    from export.canary import abort_canary
+
+    version = abort_canary(redis_client(redis_url, cluster), namespace)
+    typer.echo(f"canary {version} aborted" if version else "no canary was running")
+
+
+@app.command()
+def status(
+    redis_url: RedisUrl = DEFAULT_URL,
+    cluster: Cluster = False,
+    namespace: Namespace = "din",
+    as_json: AsJson = False,
+) -> None:
+    """The active version, the one before it, the canary and its share."""
+    from export.canary import status as read_status
+
+    found = read_status(redis_client(redis_url, cluster), namespace)
+    if as_json:
+        typer.echo(json.dumps(found))
+        return
+    typer.echo(f"active   {found['active']}\nprevious {found['previous']}")
+    typer.echo(f"canary   {found['canary']} ({found['percent']:g}% of users)")
 
 
 @app.command("gc")

@@ -1,6 +1,7 @@
 """Delete old versions without blocking Redis: SCAN in pages, UNLINK in batches.
 
-The active version and the one active before it are never deleted, whatever --keep says.
+The active version, the one active before it and a running canary are never deleted, whatever
+--keep says.
 Versions left half-written by a dead writer (no manifest, lease expired) are deleted too.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from core import keys
+from core.canary import Canary
 from core.redis_conn import RedisClient, is_cluster
 
 log = logging.getLogger(__name__)
@@ -16,8 +18,10 @@ SCAN_COUNT = 1000
 
 
 def protected_versions(client: RedisClient, ns: str) -> set[str]:
+    """The versions that serve or may serve again at once: active, previous, the canary."""
     pointers = [client.get(keys.active_key(ns)), client.get(keys.previous_key(ns))]
-    return {p.decode() for p in pointers if p}
+    canary = Canary.from_json(client.get(keys.canary_key(ns)))
+    return {p.decode() for p in pointers if p} | ({canary.version} if canary else set())
 
 
 def versions_to_delete(client: RedisClient, ns: str, keep: int) -> list[str]:

@@ -15,26 +15,27 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 from tqdm import tqdm
 
 from core import graph, keys
-from core.manifest import PROBE_ROWS, Manifest, TableSpec, read_probe_digest, validate_manifest
+from core.manifest import PROBE_ROWS, Manifest, TableSpec, validate_manifest
 from core.redis_conn import RedisClient, is_cluster
 from core.rows import encode_rows
-from export.bundle import Bundle
+from export.versions import PublishError, point_to, stored_probe_digest
+
+if TYPE_CHECKING:  # the bundle module imports torch; publishing a saved bundle does not need it
+    from export.bundle import Bundle
+
+__all__ = ["PublishError", "publish_bundle", "write_rows"]
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 120
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 BATCH_ROWS = 1000
 BATCHES_PER_ROUND_TRIP = 20
-
-
-class PublishError(RuntimeError):
-    pass
 
 
 def next_version(client: RedisClient, ns: str) -> str:
@@ -139,6 +140,8 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
 
 def output_names(onnx_bytes: bytes) -> list[str]:
     """A bundle saved by an older exporter has no attention output: publish it as it is."""
+    import onnx
+
     return [output.name for output in onnx.load_model_from_string(onnx_bytes).graph.output]
 
 
@@ -150,13 +153,6 @@ def choose_probes(bundle: Bundle, seed: int = 0) -> dict[str, list[str]]:
         size = min(PROBE_ROWS, len(table.ids))
         probes[name] = [str(i) for i in rng.choice(table.ids, size=size, replace=False)]
     return probes
-
-
-def stored_probe_digest(client: RedisClient, ns: str, manifest: Manifest) -> str:
-    digest = read_probe_digest(client, ns, manifest)
-    if digest is None:
-        raise PublishError(f"{manifest.version}: probe rows are missing")
-    return digest
 
 
 def write_rows(
@@ -225,54 +221,3 @@ def verify_version(
         content = client.get(keys.report_key(ns, version, name)) or b""
         if hashlib.sha256(content).hexdigest() != digest:
             raise PublishError(f"report file {name} of {version} does not match its checksum")
-
-
-def read_manifest(client: RedisClient, ns: str, version: str) -> Manifest:
-    raw = client.get(keys.manifest_key(ns, version))
-    if raw is None:
-        raise PublishError(f"version {version} is not complete (no manifest) or does not exist")
-    return Manifest.from_json(raw)
-
-
-def activate_version(client: RedisClient, ns: str, version: str) -> str | None:
-    """Point the service at a complete version; also how a rollback is done."""
-    manifest = read_manifest(client, ns, version)
-    if stored_probe_digest(client, ns, manifest) != manifest.probe_sha256:
-        raise PublishError(f"{version}: probe rows do not match the manifest checksum")
-    return point_to(client, ns, version)
-
-
-def point_to(client: RedisClient, ns: str, version: str) -> str | None:
-    """Flip the active pointer and announce it; the caller has checked the version."""
-    previous = decode(client.get(keys.active_key(ns)))
-    if previous and previous != version:
-        client.set(keys.previous_key(ns), previous)
-    client.set(keys.active_key(ns), version)
-    client.publish(keys.events_channel(ns), keys.activated_event(version))
-    record_activation(client, ns, version)
-    log.info("activated %s (was %s)", version, previous)
-    return previous
-
-
-ACTIVATIONS_KEPT = 100
-
-
-def record_activation(client: RedisClient, ns: str, version: str) -> None:
-    """Append to the activation log the UI shows (newest first, bounded)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.lpush(keys.activations_key(ns), keys.activation_record(version, time.time()))
-    pipe.ltrim(keys.activations_key(ns), 0, ACTIVATIONS_KEPT - 1)
-    pipe.execute()
-
-
-def list_versions(client: RedisClient, ns: str) -> list[dict]:
-    active = decode(client.get(keys.active_key(ns)))
-    listed = client.zrange(keys.versions_key(ns), 0, -1, withscores=True)
-    return [
-        {"version": decode(v), "published_at": score, "active": decode(v) == active}
-        for v, score in listed
-    ]
-
-
-def decode(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value

@@ -11,7 +11,8 @@ import numpy as np
 from core import keys
 from core.redis_conn import RedisClient
 from core.rows import encode_rows
-from export.publish import PublishError, decode, read_manifest, stored_probe_digest, write_rows
+from export.publish import PublishError, write_rows
+from export.versions import decode, read_manifest, stored_probe_digest
 
 
 def resolve_table(name: str, tables: list[str]) -> str:

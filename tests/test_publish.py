@@ -11,17 +11,12 @@ from core.graph import one_user_feeds, user_inputs
 from core.manifest import Manifest
 from core.rows import decode_rows
 from export import gc
-from export.publish import (
-    PublishError,
-    activate_version,
-    list_versions,
-    publish_bundle,
-    read_manifest,
-)
+from export.publish import PublishError, publish_bundle
 from export.synthetic import synthetic_bundle
 from export.to_onnx import cpu_session
 from export.train import predict
 from export.update import update_rows
+from export.versions import activate_version, list_versions, read_manifest
 
 
 def fetch_rows(client, ns, version, table, ids, manifest: Manifest) -> np.ndarray:

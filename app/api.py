@@ -15,16 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from app.explain import NoAttention, explain_request
-from app.limits import check_limits, parse_score_request
-from app.schemas import (
-    ErrorResponse,
-    ExplainRequest,
-    ExplainResponse,
-    ReadyResponse,
-    ScoreRequest,
-    ScoreResponse,
-    ValidationErrorResponse,
-)
+from app.requests import parse_request
+from app.schemas import ReadyResponse
 from app.scoring import NoModel
 from app.state import AppState
 from core.redis_conn import REDIS_ERRORS
@@ -38,11 +30,6 @@ def get_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-UNAVAILABLE = {503: {"model": ErrorResponse, "description": "Redis or the model is unavailable"}}
-REJECTED = {
-    413: {"model": ErrorResponse, "description": "the body is over CTR_MAX_BODY_BYTES"},
-    422: {"model": ValidationErrorResponse, "description": "a field is malformed or over a limit"},
-}
 
 
 def json_response(body: dict, status_code: int = 200, **options) -> Response:
@@ -57,29 +44,6 @@ def validation_body(error: RequestValidationError) -> dict:
 
 async def validation_failed(request: Request, error: RequestValidationError) -> Response:
     return json_response(validation_body(error), 422)
-
-
-# The contracts of POST /v1/score and /v1/explain, for the OpenAPI document only: the routes
-# themselves are plain ASGI JsonEndpoints, which skip the framework's per-request work
-# (request objects, dependency solving), about a tenth of a score request.
-score_contract = APIRouter()
-NO_ATTENTION = {409: {"model": ErrorResponse, "description": "the version has no attention"}}
-
-
-@score_contract.post("/v1/score", response_model=ScoreResponse, responses=UNAVAILABLE | REJECTED)
-async def score(body: ScoreRequest) -> ScoreResponse:
-    """Score candidate ads for a user with the active model version."""
-    raise NotImplementedError("served by JsonEndpoint(handle_score)")
-
-
-@score_contract.post(
-    "/v1/explain",
-    response_model=ExplainResponse,
-    responses=UNAVAILABLE | REJECTED | NO_ATTENTION,
-)
-async def explain(body: ExplainRequest) -> ExplainResponse:
-    """Score candidates and rank, for each, the user's behaviours by attention weight."""
-    raise NotImplementedError("served by JsonEndpoint(handle_explain)")
 
 
 class JsonEndpoint:
@@ -111,66 +75,87 @@ async def read_body(receive: Receive) -> bytes:
 
 async def handle_score(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
     """(status, JSON body, extra headers) for one score request."""
-    return await answer(state, "score", raw, ScoreRequest, run_score)
+    return await answer(state, "score", raw, state.models.score, run_score)
 
 
 async def handle_explain(state: AppState, raw: bytes) -> tuple[int, bytes, dict]:
     """(status, JSON body, extra headers) for one explain request."""
-    limit = state.settings.explain_max_candidates
-    return await answer(state, "explain", raw, ExplainRequest, run_explain, limit)
+    return await answer(state, "explain", raw, state.models.explain, run_explain)
 
 
-async def answer(
-    state: AppState, route: str, raw: bytes, model, run, max_candidates: int | None = None
-) -> tuple[int, bytes, dict]:
-    """Parse and check the body, then run it under the deadline; failures become 4xx/503."""
+async def answer(state: AppState, route: str, raw: bytes, model, run) -> tuple[int, bytes, dict]:
+    """Parse, validate and pin the version, then run under the deadline; failures become
+    4xx/503, each counted by outcome and version."""
     try:
-        body = parse_score_request(raw, model)  # one pass: JSON parse and validation
-        check_limits(body, state.settings, max_candidates)
+        body = parse_request(raw, model)  # one pass: JSON parse, types and limits
+        bundle = state.service.pin(body)  # field names, against the version it runs on
     except RequestValidationError as error:
+        count(state, route, "invalid")
         return 422, orjson.dumps(validation_body(error)), {}
+    except NoModel as error:
+        count(state, route, "no_model")
+        return unavailable_body("no_model", str(error))
     started = time.perf_counter()
-    requests = state.metrics.requests
+    outcome, result = await run_pinned(state, route, run, body, bundle)
+    seconds = time.perf_counter() - started
+    if outcome != "ok":
+        count(state, route, outcome, bundle.version, seconds)
+        return result  # the error answer
+    count(state, route, outcome, bundle.version, seconds, result.get("scores"))
+    stage = "total" if route == "score" else route
+    state.metrics.stage_seconds.labels(stage=stage, version=bundle.version).observe(seconds)
+    return 200, orjson.dumps(result), {}
+
+
+async def run_pinned(state: AppState, route: str, run, body, bundle) -> tuple[str, dict | tuple]:
+    """("ok", the response body) or (the outcome, the error answer) of a pinned request."""
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
-            result = await run(state, body)
-    except NoModel as error:
-        requests.labels(route=route, outcome="no_model").inc()
-        return unavailable_body("no_model", str(error))
+            return "ok", await run(state, body, bundle)
     except NoAttention as error:
-        requests.labels(route=route, outcome="no_attention").inc()
-        return 409, orjson.dumps({"error": "no_attention", "detail": str(error)}), {}
+        return "no_attention", (
+            409,
+            orjson.dumps({"error": "no_attention", "detail": str(error)}),
+            {},
+        )
     except REDIS_ERRORS as error:
         state.metrics.redis_errors.labels(op=route).inc()
-        requests.labels(route=route, outcome="redis_error").inc()
         log.warning("%s failed on Redis: %s", route, type(error).__name__)
-        return unavailable_body("redis_unavailable", "the feature store did not answer in time")
+        detail = "the feature store did not answer in time"
+        return "redis_error", unavailable_body("redis_unavailable", detail)
     except TimeoutError:
-        requests.labels(route=route, outcome="timeout").inc()
-        return unavailable_body("timeout", "the request passed its deadline")
-    stage = "total" if route == "score" else route
-    state.metrics.stage_seconds.labels(stage=stage).observe(time.perf_counter() - started)
-    requests.labels(route=route, outcome="ok").inc()
-    return 200, orjson.dumps(result), {}
+        return "timeout", unavailable_body("timeout", "the request passed its deadline")
+
+
+def count(state: AppState, route: str, outcome: str, version: str = "", seconds=0.0, scores=None):
+    """One request in the metrics, and in its version's arm (what the canary guard reads)."""
+    state.metrics.requests.labels(route=route, outcome=outcome, version=version).inc()
+    if not version:
+        return
+    state.arms.record(version, outcome in ("ok", "no_attention"), seconds, scores)
+    if scores:
+        observe = state.metrics.scores.labels(version=version).observe
+        for score in scores:  # at most a few thousand; the histogram has no bulk call
+            observe(score)
 
 
 def unavailable_body(error: str, detail: str) -> tuple[int, bytes, dict]:
     return 503, orjson.dumps({"error": error, "detail": detail}), {"Retry-After": "1"}
 
 
-async def run_explain(state: AppState, body: ExplainRequest) -> dict:
-    return await state.in_worker(explain_request, state.service, body)
+async def run_explain(state: AppState, body, bundle) -> dict:
+    return await state.in_worker(explain_request, state.service, body, bundle)
 
 
-async def run_score(state: AppState, body: ScoreRequest) -> dict:
+async def run_score(state: AppState, body, bundle) -> dict:
     """One thread hop for fetch and inference, or fetch then a shared micro-batched run.
 
     At the deadline the request answers and leaves its thread to finish alone: redis-py can
     outlast the Redis timeout (on a cluster it re-sends each failed per-slot MGET).
     """
     if not state.batching_now():
-        return (await state.in_worker(state.service.score, body)).to_dict()
-    prepared = await state.in_worker(state.service.prepare, body)
+        return (await state.in_worker(state.service.score, body, bundle)).to_dict()
+    prepared = await state.in_worker(state.service.prepare, body, bundle)
     return state.service.finish(prepared, await state.batcher.score(prepared)).to_dict()
 
 

@@ -2,8 +2,9 @@
 
 Requests fetch their rows in their own threads, then queue for inference. A runner takes what
 is queued (waiting at most `wait_s` for company), groups it by bundle version, pads each group
-to its largest C and T, and runs it as one batch. Padded candidates are dropped; padded
-behaviours are masked, so each user's scores are those of a batch of one.
+to its largest C and T, stacks the user and context rows, and runs it as one batch. Padded
+candidates are dropped; padded behaviours are masked, so each user's scores are those of a
+batch of one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from app.metrics import Metrics
 from app.scoring import Prepared
+from core import graph
 
 
 @dataclass
@@ -24,24 +26,33 @@ class _Job:
     done: asyncio.Future = field(repr=False)
 
 
-def pad_batch(jobs: list[Prepared]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(B, Cmax, D) candidates, (B, Tmax, D) histories and (B, Tmax) masks, zero padded."""
-    dim = jobs[0].candidates.shape[1]
-    c_max = max(len(j.candidates) for j in jobs)
-    t_max = max(len(j.history) for j in jobs)
-    candidates = np.zeros((len(jobs), c_max, dim), np.float32)
-    history = np.zeros((len(jobs), t_max, dim), np.float32)
-    mask = np.zeros((len(jobs), t_max), np.float32)
-    for b, job in enumerate(jobs):
-        candidates[b, : len(job.candidates)] = job.candidates
-        history[b, : len(job.history)] = job.history
-        mask[b, : len(job.mask)] = job.mask
-    return candidates, history, mask
+def pad_batch(jobs: list[Prepared]) -> dict[str, np.ndarray]:
+    """Feeds for B users: candidates (B, Cmax, Di), history (B, Tmax, Di) and history_mask
+    (B, Tmax) zero padded; user (B, Du) and context (B, Dc) stacked."""
+    c_max = max(j.n_candidates for j in jobs)
+    t_max = max(len(j.inputs[graph.MASK]) for j in jobs)
+    feeds = {
+        graph.CANDIDATES: pad([j.inputs[graph.CANDIDATES] for j in jobs], c_max),
+        graph.HISTORY: pad([j.inputs[graph.HISTORY] for j in jobs], t_max),
+        graph.MASK: pad([j.inputs[graph.MASK] for j in jobs], t_max),
+    }
+    for name in jobs[0].bundle.scorer.input_names:
+        if name not in feeds:
+            feeds[name] = np.stack([j.inputs[name] for j in jobs])
+    return feeds
+
+
+def pad(arrays: list[np.ndarray], length: int) -> np.ndarray:
+    """(B, length, ...) zeros with each array in its own row's first positions."""
+    out = np.zeros((len(arrays), length, *arrays[0].shape[1:]), np.float32)
+    for b, array in enumerate(arrays):
+        out[b, : len(array)] = array
+    return out
 
 
 def run_group(jobs: list[Prepared]) -> list[np.ndarray]:
-    scores = jobs[0].bundle.scorer.score_batch(*pad_batch(jobs))  # (B, Cmax)
-    return [scores[b, : len(job.candidates)] for b, job in enumerate(jobs)]
+    scores = jobs[0].bundle.scorer.score_batch(pad_batch(jobs))  # (B, Cmax)
+    return [scores[b, : job.n_candidates] for b, job in enumerate(jobs)]
 
 
 class MicroBatcher:

@@ -10,15 +10,17 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from app.scorer import Scorer, ScorerError, create_session
-from core import keys
+from core import graph, keys
+from core.canary import Canary
 from core.manifest import Manifest, read_probe_digest, validate_manifest
 from core.redis_conn import RedisClient
-from core.rows import encode_rows
+from core.rows import decode_rows, encode_rows
+from core.schema import KINDS
 
 log = logging.getLogger(__name__)
 REFUSAL_RETRY_S = 60.0
@@ -34,6 +36,8 @@ class LoadedBundle:
     manifest: Manifest
     scorer: Scorer
     default_bytes: dict[str, bytes]  # table -> default row encoded like a stored row
+    defaults: dict[str, np.ndarray]  # kind -> its fields' default rows, concatenated (D,)
+    offsets: dict[str, dict[str, slice]]  # kind -> field -> its slice of the kind's vector
 
     @property
     def provider(self) -> str:
@@ -53,7 +57,16 @@ def load_bundle(client: RedisClient, ns: str, version: str, device: str, threads
         raise BundleRefused(f"{version}: ONNX bytes do not match the manifest checksum")
     _check_probe_rows(client, ns, manifest)
     scorer = _make_scorer(onnx_bytes, manifest, device, threads)
-    bundle = LoadedBundle(version, manifest, scorer, _default_bytes(manifest))
+    default_bytes = _default_bytes(manifest)
+    schema = manifest.schema
+    bundle = LoadedBundle(
+        version,
+        manifest,
+        scorer,
+        default_bytes,
+        defaults={kind: _kind_default(manifest, default_bytes, kind) for kind in KINDS},
+        offsets={kind: schema.offsets(kind) for kind in KINDS},
+    )
     warm_up(bundle)
     return bundle
 
@@ -86,21 +99,41 @@ def _make_scorer(onnx_bytes: bytes, manifest: Manifest, device: str, threads: in
         raise
     except Exception as error:  # onnxruntime's parse errors have no common base class
         raise BundleRefused(f"{manifest.version}: ONNX does not load: {error}") from error
-    if scorer.input_names != manifest.onnx_inputs:
-        raise BundleRefused(f"{manifest.version}: graph inputs {scorer.input_names}")
+    _check_signature(scorer, manifest)
+    return scorer
+
+
+def _check_signature(scorer: Scorer, manifest: Manifest) -> None:
+    """The graph takes exactly the schema's inputs, as wide as its rows, and has the outputs
+    the manifest names."""
+    expected = list(graph.input_names(manifest.schema))
+    if scorer.input_names != expected or manifest.onnx_inputs != expected:
+        raise BundleRefused(
+            f"{manifest.version}: graph inputs {scorer.input_names} (manifest: "
+            f"{manifest.onnx_inputs}), the schema needs {expected}"
+        )
     wanted = [manifest.onnx_output] + ([manifest.onnx_attention] if manifest.onnx_attention else [])
     if not set(wanted) <= set(scorer.output_names):
         raise BundleRefused(
             f"{manifest.version}: graph outputs {scorer.output_names}, not {wanted}"
         )
-    shapes = scorer.input_shapes()
-    widths = [s[-1] for s in shapes[:2]]
-    if [len(s) for s in shapes] != [3, 3, 2] or widths != [manifest.goods_dim] * 2:
-        raise BundleRefused(
-            f"{manifest.version}: graph inputs shaped {shapes}, rows are "
-            f"{manifest.goods_dim} wide (expected (B, C, D), (B, T, D), (B, T))"
-        )
-    return scorer
+    shapes = dict(zip(scorer.input_names, scorer.input_shapes(), strict=True))
+    want = expected_shapes(manifest)
+    if any(len(shapes[n]) != len(want[n]) or shapes[n][-1] != want[n][-1] for n in want):
+        raise BundleRefused(f"{manifest.version}: graph inputs shaped {shapes}, expected {want}")
+
+
+def expected_shapes(manifest: Manifest) -> dict[str, tuple]:
+    """Each input's rank and row width (None: a dynamic axis whose size is not checked)."""
+    schema = manifest.schema
+    shapes = {
+        graph.CANDIDATES: ("B", "C", schema.item_dim),
+        graph.HISTORY: ("B", "T", schema.item_dim),
+        graph.MASK: ("B", "T"),
+        graph.USER: ("B", schema.user_dim),
+        graph.CONTEXT: ("B", schema.context_dim),
+    }
+    return {name: shapes[name] for name in graph.input_names(schema)}
 
 
 def _default_bytes(manifest: Manifest) -> dict[str, bytes]:
@@ -111,22 +144,57 @@ def _default_bytes(manifest: Manifest) -> dict[str, bytes]:
     }
 
 
+def _kind_default(manifest: Manifest, default_bytes: dict[str, bytes], kind: str) -> np.ndarray:
+    """A kind's vector with every field at its default row, decoded from the stored encoding,
+    so an absent value and an unknown one give the same vector."""
+    rows = [
+        decode_rows([default_bytes[table]], manifest.row_dtype, manifest.tables[table].dim)[0]
+        for table in kind_tables(manifest, kind)
+    ]
+    return np.concatenate(rows) if rows else np.zeros(0, np.float32)
+
+
+def kind_tables(manifest: Manifest, kind: str) -> list[str]:
+    """The tables whose rows make up a kind's vector, in order."""
+    if kind == "item":
+        return [keys.ITEM_TABLE]
+    return [keys.field_table(f.name) for f in manifest.schema.fields_of(kind)]
+
+
 def warm_up(bundle: LoadedBundle) -> None:
-    """One real scoring call on the default rows; refuses a graph that cannot score."""
-    row = bundle.manifest.default_row("item")[None, :]
+    """One real scoring call on default rows for every input; refuses a graph that cannot
+    score."""
+    item = bundle.defaults["item"][None, :]  # (1, Di)
+    inputs = {
+        graph.CANDIDATES: item,
+        graph.HISTORY: item,
+        graph.MASK: np.ones(1, np.float32),
+        graph.USER: bundle.defaults["user"],
+        graph.CONTEXT: bundle.defaults["context"],
+    }
     try:
-        scores = bundle.scorer.score(row, row, np.ones(1, np.float32))
+        scores = bundle.scorer.score(inputs)
     except Exception as error:
         raise BundleRefused(f"{bundle.version}: warm-up failed: {error}") from error
     if scores.shape != (1,) or not np.isfinite(scores).all():
         raise BundleRefused(f"{bundle.version}: warm-up gave {scores!r}")
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What a replica serves at one instant: the active version and, when a canary runs and
+    has loaded, the canary version with its assignment. Replaced whole, never changed."""
+
+    active: LoadedBundle | None = None
+    canary: LoadedBundle | None = None
+    split: Canary | None = None
+
+
 class BundleHolder:
-    """The single reference to the active bundle, plus memory of refused versions."""
+    """The single reference to what is served, plus memory of refused versions."""
 
     def __init__(self) -> None:
-        self._current: LoadedBundle | None = None
+        self._serving = Serving()
         self._lock = threading.Lock()
         self.refused: dict[str, tuple[str, float]] = {}  # version -> (reason, when)
 
@@ -139,10 +207,33 @@ class BundleHolder:
         return refused is not None and time.monotonic() - refused[1] < REFUSAL_RETRY_S
 
     @property
+    def serving(self) -> Serving:
+        return self._serving
+
+    @property
     def current(self) -> LoadedBundle | None:
-        return self._current
+        """The active version's bundle."""
+        return self._serving.active
+
+    def choose(self, user_id: str) -> LoadedBundle | None:
+        """The bundle this user's request runs on: one read of the snapshot, so the choice
+        and the bundle always belong together."""
+        serving = self._serving
+        if serving.canary is not None and serving.split.takes(user_id):
+            return serving.canary
+        return serving.active
 
     def swap(self, bundle: LoadedBundle | None) -> LoadedBundle | None:
+        """Serve `bundle` as the active version; the canary, if any, stays."""
         with self._lock:
-            previous, self._current = self._current, bundle
+            previous = self._serving.active
+            self._serving = replace(self._serving, active=bundle)
         return previous
+
+    def set_canary(self, bundle: LoadedBundle | None, split: Canary | None) -> None:
+        with self._lock:
+            self._serving = replace(self._serving, canary=bundle, split=split if bundle else None)
+
+    def versions(self) -> set[str]:
+        serving = self._serving
+        return {b.version for b in (serving.active, serving.canary) if b is not None}

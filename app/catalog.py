@@ -4,6 +4,7 @@ training report files. Read from Redis on request; nothing here is on the scorin
 from __future__ import annotations
 
 from core import keys
+from core.canary import Canary
 from core.manifest import Manifest
 from core.redis_conn import RedisClient
 
@@ -11,21 +12,24 @@ VERSIONS_SHOWN = 20
 MEDIA_TYPES = {".png": "image/png", ".md": "text/markdown; charset=utf-8"}
 
 
-def list_versions(client: RedisClient, ns: str, serving: str | None) -> dict:
-    """The newest versions first, each with its metrics and its last activation time."""
+def versions_page(client: RedisClient, ns: str, serving: dict) -> dict:
+    """The newest versions first, each with its metrics and its last activation time; the
+    canary and its share; `serving`: what this replica serves and its numbers per arm."""
     listed = client.zrevrange(keys.versions_key(ns), 0, VERSIONS_SHOWN - 1, withscores=True)
     names = [name.decode() for name, _ in listed]
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.active_key(ns))
+    pipe.get(keys.canary_key(ns))
     pipe.lrange(keys.activations_key(ns), 0, -1)
     for name in names:
         pipe.get(keys.manifest_key(ns, name))
-    active, log, *manifests = pipe.execute()
+    active, raw_canary, log, *manifests = pipe.execute()
     activations = [a for a in map(keys.parse_event, log) if is_activation(a)]
     active = active.decode() if active else None
-    return {
+    canary = Canary.from_json(raw_canary)
+    return serving | {
         "active": active,
-        "serving": serving,
+        "canary": {"version": canary.version, "percent": canary.percent} if canary else None,
         "versions": [
             summarise(name, published_at, raw, activations, active)
             for name, (_, published_at), raw in zip(names, listed, manifests, strict=True)
@@ -69,6 +73,7 @@ def version_detail(client: RedisClient, ns: str, version: str) -> dict | None:
         "demo_users": manifest.demo_users,
         "demo_items": manifest.demo_items,
         "report": sorted(manifest.report),
+        "schema": manifest.schema.to_dict(),
     }
 
 

@@ -1,36 +1,38 @@
-"""Fetching and decoding the rows of one request: key building, one round trip, decoding.
+"""Fetching the rows of one request: key building, two round trips at most, decoding.
 
-Every row a request needs (candidates, history, explicit categories) comes back in one MGET
-(on a cluster: one pipelined round trip per node), pinned to the request's bundle version.
-Duplicated ids are fetched once; hot rows come from the in-process cache.
+First the user's stored history and profile values, only those the request lacks, in one
+pipeline. Then every row the request needs (item rows of candidates and history, side-field
+overrides, user and context field rows) in one MGET (on a cluster: one pipelined round trip
+per node), pinned to the request's bundle version. Duplicated values are fetched once; hot
+rows come from the in-process cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 import orjson
 
 from app.bundle import LoadedBundle
 from app.cache import RowCache
 from core import keys
+from core.events import decode_behaviours
 from core.redis_conn import RedisClient, is_cluster
-from core.rows import decode_rows
+from core.schema import ITEM_ID
 
 
 @dataclass
 class FetchStats:
     cache_hits: int = 0
     cache_misses: int = 0
-    unknown: dict[str, int] | None = None
+    unknown: dict[str, int] = field(default_factory=dict)  # table -> distinct unknown values
 
 
 @dataclass
-class UserInputs:
-    candidates: np.ndarray  # (C, D) float32
-    history: np.ndarray  # (T, D) float32, T may be 0
-    stats: FetchStats
+class StoredUser:
+    history: list[str] | None  # raw item ids, oldest first; None when not read
+    sides: list[dict[str, str]]  # each behaviour's item-side field values, as ingested
+    profile: dict[str, str]  # profile field -> stored raw value, for the fields asked
 
 
 class RowFetcher:
@@ -40,13 +42,24 @@ class RowFetcher:
         self.cache = cache
         self._mget = client.mget_nonatomic if is_cluster(client) else client.mget
 
-    def history(self, user_id: str, limit: int) -> list[str]:
-        """The user's most recent `limit` behaviours, oldest first ([] for a new user)."""
-        values = self.client.lrange(keys.history_key(self.ns, user_id), -limit, -1)
-        return [v.decode() for v in values]
+    def read_user(self, user_id: str, history: int | None, profile: list[str]) -> StoredUser:
+        """The last `history` behaviours (None: not read) and the `profile` fields' stored
+        values, in one round trip; nothing is sent when nothing is asked."""
+        if history is None and not profile:
+            return StoredUser(None, [], {})
+        pipe = self.client.pipeline(transaction=False)
+        if history is not None:
+            pipe.lrange(keys.history_key(self.ns, user_id), -history, -1)
+        if profile:
+            pipe.hmget(keys.profile_key(self.ns, user_id), profile)
+        replies = pipe.execute()
+        items, sides = decode_behaviours(replies[0]) if history is not None else (None, [])
+        values = replies[-1] if profile else []
+        stored = {k: v.decode() for k, v in zip(profile, values, strict=True) if v is not None}
+        return StoredUser(items, sides, stored)
 
     def item_metadata(self, bundle: LoadedBundle, ids: list[str]) -> dict[str, dict]:
-        """Title and category of each id the version describes (one round trip)."""
+        """Title and side-field values of each id the version describes (one round trip)."""
         if not bundle.manifest.item_metadata or not ids:
             return {}
         values = self._mget(keys.item_meta_keys(self.ns, bundle.version, ids))
@@ -60,7 +73,7 @@ class RowFetcher:
         epoch = self.cache.epoch  # read before the fetch: see RowCache.put_many
         found = {t: self.cache.get_many(bundle.version, t, ids) for t, ids in wanted.items()}
         holes = {t: [k for k, v in enumerate(rows) if v is None] for t, rows in found.items()}
-        stats = FetchStats(cache_misses=sum(map(len, holes.values())), unknown={})
+        stats = FetchStats(cache_misses=sum(map(len, holes.values())))
         stats.cache_hits = sum(map(len, wanted.values())) - stats.cache_misses
         if stats.cache_misses:
             row_keys = [
@@ -94,35 +107,10 @@ def read_record(raw: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def decode(values: list[bytes], bundle: LoadedBundle, table: str) -> np.ndarray:
-    return decode_rows(values, bundle.manifest.row_dtype, bundle.manifest.tables[table].dim)
+def field_of(table: str) -> str:
+    """The request's name for a table's field: item_id for item rows, else the field."""
+    return ITEM_ID if table == keys.ITEM_TABLE else table.removeprefix(keys.field_table(""))
 
 
-def gather_inputs(
-    fetcher: RowFetcher,
-    bundle: LoadedBundle,
-    items: list[str],
-    cats: list[str | None],
-    n_candidates: int,
-) -> UserInputs:
-    """Goods vectors for candidates then history; an explicit category replaces the item's."""
-    unique_items, item_index = np.unique(
-        np.asarray(items, dtype=object).astype(str), return_inverse=True
-    )
-    explicit = [c for c in cats if c is not None]
-    unique_cats = sorted(set(explicit))
-    wanted = {"item": unique_items.tolist()}
-    if unique_cats:
-        wanted["cat"] = unique_cats
-    rows, stats = fetcher.fetch_tables(bundle, wanted)
-    goods = decode(rows["item"], bundle, "item")[item_index]  # (C + T, D)
-    if unique_cats:
-        _apply_categories(goods, decode(rows["cat"], bundle, "cat"), unique_cats, cats, bundle)
-    return UserInputs(goods[:n_candidates], goods[n_candidates:], stats)
-
-
-def _apply_categories(goods, cat_rows, unique_cats, cats, bundle: LoadedBundle) -> None:
-    position = {c: k for k, c in enumerate(unique_cats)}
-    has_cat = np.array([c is not None for c in cats])
-    which = np.array([position[c] for c in cats if c is not None])
-    goods[has_cat, bundle.manifest.item_dim :] = cat_rows[which]
+def unknown_by_field(stats: FetchStats) -> dict[str, int]:
+    return {field_of(table): count for table, count in stats.unknown.items() if count}

@@ -10,31 +10,26 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from starlette.routing import Route
 
-from app.api import (
-    JsonEndpoint,
-    handle_explain,
-    handle_score,
-    router,
-    score_contract,
-    validation_failed,
-)
+from app.api import JsonEndpoint, handle_explain, handle_score, router, validation_failed
 from app.config import Settings
-from app.limits import BodySizeLimit, document_limits
+from app.contract import OpenApiDocument, contract_routes
+from app.limits import BodySizeLimit
 from app.logs import configure_logging
+from app.requests import build_request_models
 from app.state import build_state, close_state
 from app.ui import mount_ui
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    models = build_request_models(settings)  # the one contract: validation and the document
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
-        state = build_state(settings)
+        state = build_state(settings, models)
         state.watcher.start()
         state.batcher.start()
         app.state.ctr = state
@@ -44,25 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.batcher.stop()
             close_state(state)
 
-    app = FastAPI(title="DIN CTR serving", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="DIN CTR serving", version="0.2.0", lifespan=lifespan)
     app.include_router(router)
     mount_ui(app)
     app.router.routes.append(Route("/v1/score", JsonEndpoint(handle_score), methods=["POST"]))
     app.router.routes.append(Route("/v1/explain", JsonEndpoint(handle_explain), methods=["POST"]))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.openapi = lambda: openapi_with_request_models(app, settings)
+    app.openapi = OpenApiDocument(app, contract_routes(models))
     return app
-
-
-def openapi_with_request_models(app: FastAPI, settings: Settings) -> dict:
-    """The document of the mounted routes plus the score contract, with the configured limits."""
-    if app.openapi_schema is None:
-        routes = [*app.routes, *score_contract.routes]
-        schema = get_openapi(title=app.title, version=app.version, routes=routes)
-        document_limits(schema["components"]["schemas"], settings)
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
 def __getattr__(name: str) -> FastAPI:

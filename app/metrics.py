@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+SCORE_BUCKETS = tuple(k / 20 for k in range(1, 20))
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -12,15 +13,31 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.stage_seconds = Histogram(
-            "ctr_stage_seconds", "Latency per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+            "ctr_stage_seconds",
+            "Latency per stage and version",
+            ["stage", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.requests = Counter(
-            "ctr_requests", "Requests by route and outcome", ["route", "outcome"], registry=r
+            "ctr_requests",
+            "Requests by route, outcome and version ('' before a version is chosen)",
+            ["route", "outcome", "version"],
+            registry=r,
+        )
+        self.scores = Histogram(
+            "ctr_scores",
+            "Scores served, per version: a broken model shows as a shifted distribution",
+            ["version"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
         )
         self.candidates = Counter("ctr_candidates_scored", "Candidates scored", registry=r)
         self.cache_hits = Counter("ctr_cache_hits", "Row cache hits", registry=r)
         self.cache_misses = Counter("ctr_cache_misses", "Row cache misses", registry=r)
-        self.oov = Counter("ctr_oov_ids", "Ids served with a default row", ["table"], registry=r)
+        self.oov = Counter(
+            "ctr_oov_ids", "Unknown values served with a default row", ["field"], registry=r
+        )
         self.redis_errors = Counter("ctr_redis_errors", "Redis errors", ["op"], registry=r)
         self.refusals = Counter("ctr_bundle_refusals", "Bundles refused at load", registry=r)
         self.swaps = Counter("ctr_bundle_swaps", "Bundles activated in this process", registry=r)

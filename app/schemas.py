@@ -1,32 +1,8 @@
-"""Request and response bodies of the API."""
+"""Response bodies of the API; the request models are built from the settings (requests.py)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
-
-EXAMPLE_REQUEST = {
-    "user_id": "196",
-    "candidates": [{"item_id": "242"}, {"item_id": "302"}, {"item_id": "377", "category": "Drama"}],
-}
-
-
-class Item(BaseModel):
-    """An ad or a past behaviour: a raw item id, with its category when the client knows it."""
-
-    model_config = ConfigDict(extra="forbid")
-    item_id: StrictStr = Field(min_length=1, description="raw item id, as published")
-    category: StrictStr | None = Field(
-        None, min_length=1, description="raw category id; default: the item's own category"
-    )
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
-    user_id: StrictStr = Field(min_length=1, description="raw user id")
-    history: list[Item] | None = Field(
-        None, description="behaviours, oldest first; when absent, read from Redis"
-    )
-    candidates: list[Item] = Field(min_length=1, description="the ads to score")
+from pydantic import BaseModel, Field
 
 
 class ScoreResponse(BaseModel):
@@ -34,7 +10,10 @@ class ScoreResponse(BaseModel):
     scores: list[float] = Field(description="one CTR per candidate, in request order")
     history_length: int = Field(description="behaviours used")
     history_source: str = Field(description="request or redis")
-    unknown_ids: int = Field(description="ids served with the bundle's default rows")
+    unknown_ids: dict[str, int] = Field(
+        description="per field (item_id for the item id), the distinct values the version does "
+        "not know, served with the field's default row; fields with none are left out"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -60,25 +39,23 @@ class ReadyResponse(BaseModel):
     redis: str
 
 
-class ExplainRequest(ScoreRequest):
-    """The body of /v1/explain: the same fields as /v1/score, with its own limits."""
-
-
-class Behaviour(BaseModel):
-    position: int = Field(description="index in the history used, 0 = oldest")
+class DescribedItem(BaseModel):
     item_id: str
-    category: str | None = Field(description="from the request, else the item's own if known")
+    fields: dict[str, str] = Field(
+        description="item-side field values: the request's, else the item's own when known"
+    )
     title: str | None = Field(description="display title, when the bundle carries one")
+
+
+class Behaviour(DescribedItem):
+    position: int = Field(description="index in the history used, 0 = oldest")
 
 
 class WeightedBehaviour(Behaviour):
     weight: float = Field(description="attention weight of this behaviour for the candidate")
 
 
-class ExplainedCandidate(BaseModel):
-    item_id: str
-    category: str | None
-    title: str | None
+class ExplainedCandidate(DescribedItem):
     score: float = Field(description="the CTR, equal to /v1/score's for the same request")
     behaviours: list[WeightedBehaviour] = Field(description="the history, heaviest first")
 
@@ -89,7 +66,7 @@ class ExplainResponse(BaseModel):
     normalised: bool = Field(description="true when the weights of a candidate sum to 1")
     history_length: int
     history_source: str
-    unknown_ids: int
+    unknown_ids: dict[str, int]
     history: list[Behaviour] = Field(description="the behaviours used, oldest first")
     candidates: list[ExplainedCandidate] = Field(description="in request order")
 
@@ -108,9 +85,23 @@ class Activation(BaseModel):
     at: float
 
 
+class CanaryShare(BaseModel):
+    version: str
+    percent: float = Field(description="share of users sent to the canary")
+
+
+class ArmSummary(BaseModel):
+    requests: int
+    errors: int
+    mean_score: float | None = Field(description="mean of the scores this arm served")
+
+
 class VersionsResponse(BaseModel):
     active: str | None = Field(description="the version Redis points every replica at")
-    serving: str | None = Field(description="the version this replica has loaded")
+    canary: CanaryShare | None = Field(description="the running canary, if any")
+    serving: str | None = Field(description="the active version this replica has loaded")
+    serving_canary: str | None = Field(description="the canary version this replica serves")
+    arms: dict[str, ArmSummary] = Field(description="this replica's requests per version")
     versions: list[VersionSummary] = Field(description="newest first, the last 20")
     activations: list[Activation] = Field(description="newest first, the last 20")
 
@@ -123,7 +114,11 @@ class VersionDetail(BaseModel):
     row_dtype: str
     tables: dict[str, int] = Field(description="rows per table")
     explainable: bool = Field(description="the graph outputs attention weights")
-    item_metadata: int = Field(description="items with a title and category")
+    item_metadata: int = Field(description="items with a title and field values record")
     demo_users: list[str] = Field(description="held-out users worth showing")
     demo_items: list[str] = Field(description="candidates worth showing")
     report: list[str] = Field(description="training report files")
+    feature_schema: dict = Field(
+        alias="schema",
+        description="the feature schema: item, user and context fields with their dims",
+    )

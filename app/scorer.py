@@ -53,7 +53,8 @@ def _try_cuda(onnx_bytes: bytes, threads: int) -> ort.InferenceSession | None:
 
 
 class Scorer:
-    """Runs the dense graph: candidates (C, D), history (T, D), mask (T,) -> scores (C,)."""
+    """Runs the dense graph on feeds by input name: candidates, history, history_mask, and
+    user and context when the schema has such fields (core/graph.py)."""
 
     def __init__(self, session: ort.InferenceSession, output: str, attention: str = "") -> None:
         self.session = session
@@ -69,28 +70,27 @@ class Scorer:
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]
 
-    def score(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """One user: (C, D), (T, D), (T,) -> (C,)."""
-        return self.score_batch(candidates[None], history[None], mask[None])[0]
+    def score(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """One user: (C, Di), (T, Di), (T,), (Du,), (Dc,) -> (C,)."""
+        return self.score_batch(one_user_feeds(self.input_names, inputs))[0]
 
-    def score_batch(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray):
-        """B users: (B, C, D), (B, T, D), (B, T) -> (B, C)."""
-        feeds = dict(zip(self.input_names, (candidates, history, mask), strict=True))
+    def score_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """B users: (B, C, Di), (B, T, Di), (B, T), (B, Du), (B, Dc) -> (B, C)."""
         if self.provider == "cuda":
             return self._score_bound(feeds)
         return self.session.run([self.output], feeds)[0]
 
-    def explain(self, candidates: np.ndarray, history: np.ndarray, mask: np.ndarray):
-        """One user, one run for both outputs: (C, D), (T, D), (T,) -> scores (C,), weights
-        (C, T). The scores are the same run of the same graph as score()'s."""
-        feeds = one_user_feeds(candidates, history, mask)  # input names checked at load
+    def explain(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One user, one run for both outputs: scores (C,) and weights (C, T). The scores are
+        the same run of the same graph as score()'s."""
+        feeds = one_user_feeds(self.input_names, inputs)
         scores, weights = self.session.run([self.output, self.attention], feeds)
         return scores[0], weights[0]
 
     def _score_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         binding = self.session.io_binding()
         for name, array in feeds.items():
-            binding.bind_cpu_input(name, array)
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
         binding.bind_output(self.output, "cpu")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]

@@ -1,4 +1,5 @@
-"""One score request, start to end: pin the bundle, resolve history, fetch rows, infer."""
+"""One score request, start to end: pin the bundle and check the request against its schema,
+read the stored history and profile, fetch rows, infer."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 
 from app.bundle import BundleHolder, LoadedBundle
 from app.config import Settings
-from app.features import FetchStats, RowFetcher, gather_inputs
+from app.features import FetchStats, RowFetcher, unknown_by_field
+from app.inputs import Lookup, build_lookup, gather_inputs
 from app.metrics import Metrics
-from app.schemas import ScoreRequest
-from core.graph import user_inputs
+from app.requests import check_fields
+from core import graph
 
 
 class NoModel(RuntimeError):
@@ -25,7 +27,7 @@ class ScoreResult:
     scores: list[float]
     history_length: int
     history_source: str
-    unknown_ids: int
+    unknown_ids: dict[str, int]
 
     def to_dict(self) -> dict:
         return self.__dict__
@@ -36,19 +38,20 @@ class Prepared:
     """A request with every row fetched, ready for inference."""
 
     bundle: LoadedBundle
-    candidates: np.ndarray  # (C, D)
-    history: np.ndarray  # (T, D), T >= 1
-    mask: np.ndarray  # (T,)
+    inputs: dict[str, np.ndarray]  # one user's graph inputs by name (core/graph.py)
+    lookup: Lookup  # the raw values behind them
     stats: FetchStats
     history_source: str
-    history_items: list[str]  # the behaviours used, oldest first
-    history_categories: list[str | None]  # explicit categories from the request, else None
     started: float
     fetched: float
 
     @property
+    def n_candidates(self) -> int:
+        return len(self.inputs[graph.CANDIDATES])
+
+    @property
     def history_length(self) -> int:
-        return len(self.history_items)
+        return self.lookup.history_length
 
 
 class ScoringService:
@@ -57,42 +60,32 @@ class ScoringService:
     ) -> None:
         self.settings, self.holder, self.fetcher, self.metrics = settings, holder, fetcher, metrics
 
-    def pinned_bundle(self) -> LoadedBundle:
-        bundle = self.holder.current  # one read: the whole request uses this version
+    def pinned_bundle(self, user_id: str) -> LoadedBundle:
+        """The version this user's request runs on (the canary's, for its share of users):
+        read once, so the whole request uses this version."""
+        bundle = self.holder.choose(user_id)
         if bundle is None:
             raise NoModel("no model version is loaded yet")
         return bundle
 
-    def prepare(self, request: ScoreRequest) -> Prepared:
-        """Pin the bundle, resolve the history and fetch every row: all but inference."""
+    def pin(self, request) -> LoadedBundle:
+        """The version this request runs on, once its field names are checked against that
+        version's schema (RequestValidationError otherwise)."""
+        bundle = self.pinned_bundle(request.user_id)
+        check_fields(request, bundle.manifest.schema, bundle.version)
+        return bundle
+
+    def prepare(self, request, bundle: LoadedBundle) -> Prepared:
+        """Read the stored user state and fetch every row: all but inference."""
         started = time.perf_counter()
-        bundle = self.pinned_bundle()
-        limit = bundle.manifest.max_history
-        if request.history is None:
-            hist_items, source = self.fetcher.history(request.user_id, limit), "redis"
-            hist_cats: list[str | None] = [None] * len(hist_items)
-        else:
-            recent = request.history[-limit:] if limit else []
-            hist_items, source = [h.item_id for h in recent], "request"
-            hist_cats = [h.category for h in recent]
-        cand_items = [c.item_id for c in request.candidates]
-        cand_cats = [c.category for c in request.candidates]
-        inputs = gather_inputs(
-            self.fetcher, bundle, cand_items + hist_items, cand_cats + hist_cats, len(cand_items)
-        )
-        history, mask = user_inputs(inputs.history)
-        return Prepared(
-            bundle,
-            inputs.candidates,
-            history,
-            mask,
-            inputs.stats,
-            source,
-            hist_items,
-            hist_cats,
-            started,
-            time.perf_counter(),
-        )
+        schema = bundle.manifest.schema
+        missing = [f.name for f in schema.profile_fields if f.name not in request.user]
+        history_limit = schema.max_history if request.history is None else None
+        stored = self.fetcher.read_user(request.user_id, history_limit, missing)
+        lookup = build_lookup(request, schema, stored)
+        inputs, stats = gather_inputs(self.fetcher, bundle, lookup)
+        source = "redis" if request.history is None else "request"
+        return Prepared(bundle, inputs, lookup, stats, source, started, time.perf_counter())
 
     def finish(self, prepared: Prepared, scores: np.ndarray) -> ScoreResult:
         unknown = self.record(prepared, time.perf_counter())
@@ -104,21 +97,23 @@ class ScoringService:
             unknown,
         )
 
-    def score(self, request: ScoreRequest) -> ScoreResult:
+    def score(self, request, bundle: LoadedBundle) -> ScoreResult:
         """The whole request in the calling thread (the path without micro-batching)."""
-        prepared = self.prepare(request)
-        scores = prepared.bundle.scorer.score(prepared.candidates, prepared.history, prepared.mask)
-        return self.finish(prepared, scores)
+        prepared = self.prepare(request, bundle)
+        return self.finish(prepared, bundle.scorer.score(prepared.inputs))
 
-    def record(self, prepared: Prepared, done: float) -> int:
-        """Stage timings and fetch counters of a finished request; returns its unknown ids."""
-        m, stats = self.metrics, prepared.stats
-        m.stage_seconds.labels(stage="fetch").observe(prepared.fetched - prepared.started)
-        m.stage_seconds.labels(stage="infer").observe(done - prepared.fetched)
-        m.candidates.inc(len(prepared.candidates))
+    def record(self, prepared: Prepared, done: float) -> dict[str, int]:
+        """Stage timings and fetch counters of a finished request; returns its unknown values
+        per field."""
+        m, stats, version = self.metrics, prepared.stats, prepared.bundle.version
+        m.stage_seconds.labels(stage="fetch", version=version).observe(
+            prepared.fetched - prepared.started
+        )
+        m.stage_seconds.labels(stage="infer", version=version).observe(done - prepared.fetched)
+        m.candidates.inc(prepared.n_candidates)
         m.cache_hits.inc(stats.cache_hits)
         m.cache_misses.inc(stats.cache_misses)
-        for table, count in stats.unknown.items():
-            if count:
-                m.oov.labels(table=table).inc(count)
-        return sum(stats.unknown.values())
+        unknown = unknown_by_field(stats)
+        for name, count in unknown.items():
+            m.oov.labels(field=name).inc(count)
+        return unknown

@@ -8,12 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from app.arms import ArmStats
 from app.batching import MicroBatcher
 from app.bundle import BundleHolder
 from app.cache import RowCache
 from app.config import Settings
 from app.features import RowFetcher
 from app.metrics import Metrics
+from app.requests import RequestModels
 from app.scoring import ScoringService
 from app.watcher import BundleWatcher
 from core.redis_conn import RedisClient, connect_redis
@@ -27,6 +29,7 @@ T = TypeVar("T")
 @dataclass
 class AppState:
     settings: Settings
+    models: RequestModels
     client: RedisClient
     holder: BundleHolder
     cache: RowCache
@@ -35,6 +38,7 @@ class AppState:
     watcher: BundleWatcher
     batcher: MicroBatcher
     workers: ThreadPoolExecutor
+    arms: ArmStats
 
     async def in_worker(self, function: Callable[..., T], *args) -> T:
         """Run blocking work on the worker threads. A caller that gives up (its deadline)
@@ -47,7 +51,7 @@ class AppState:
         return mode == "on" or (mode == "auto" and bundle is not None and bundle.provider == "cuda")
 
 
-def build_state(settings: Settings) -> AppState:
+def build_state(settings: Settings, models: RequestModels) -> AppState:
     client = connect_redis(
         settings.redis_url,
         cluster=settings.redis_cluster,
@@ -73,7 +77,10 @@ def build_state(settings: Settings) -> AppState:
         metrics, settings.batch_max_requests, settings.batch_wait_ms / 1000, runners=BATCH_RUNNERS
     )
     workers = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="score")
-    return AppState(settings, client, holder, cache, metrics, service, watcher, batcher, workers)
+    watcher.arms = arms = ArmStats()
+    return AppState(
+        settings, models, client, holder, cache, metrics, service, watcher, batcher, workers, arms
+    )
 
 
 def close_state(state: AppState) -> None:

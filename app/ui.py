@@ -10,7 +10,8 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import catalog
-from app.api import REJECTED, UNAVAILABLE, StateDep, json_response, unavailable_body
+from app.api import StateDep, json_response, unavailable_body
+from app.contract import REJECTED, UNAVAILABLE
 from app.schemas import ErrorResponse, VersionDetail, VersionsResponse
 from app.state import AppState
 from core.redis_conn import REDIS_ERRORS
@@ -43,9 +44,15 @@ async def page() -> FileResponse:
 
 @router.get("/v1/versions", response_model=VersionsResponse, responses=UNAVAILABLE)
 async def versions(state: StateDep) -> Response:
-    """Published versions, newest first, with metrics and activation times."""
-    serving = state.holder.current.version if state.holder.current else None
-    return await read(state, catalog.list_versions, serving)
+    """Published versions, newest first, with metrics and activation times; the canary, its
+    share, and what each arm served in this replica."""
+    serving = state.holder.serving
+    replica = {
+        "serving": serving.active.version if serving.active else None,
+        "serving_canary": serving.canary.version if serving.canary else None,
+        "arms": state.arms.summary(),
+    }
+    return await read(state, catalog.versions_page, replica)
 
 
 @router.get(

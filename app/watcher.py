@@ -1,4 +1,5 @@
-"""Follows the active pointer: pub/sub for speed, polling as the fallback for lost messages.
+"""Follows the active pointer and the canary: pub/sub for speed, polling as the fallback for
+lost messages.
 
 Runs in its own thread, so loading and warming a new bundle never blocks a request. A version
 that fails to load is refused, and not retried for REFUSAL_RETRY_S; the old bundle keeps
@@ -12,10 +13,12 @@ import logging
 import threading
 import time
 
-from app.bundle import BundleHolder, load_bundle
+from app.arms import ArmStats
+from app.bundle import BundleHolder, LoadedBundle, load_bundle
 from app.cache import RowCache
 from app.metrics import Metrics
 from core import keys
+from core.canary import Canary, end_canary
 from core.redis_conn import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class BundleWatcher:
         self.metrics = metrics
         self.device, self.threads, self.poll_interval_s = device, threads, poll_interval_s
         self.use_pubsub = True
+        self.arms: ArmStats | None = None  # this replica's numbers per version, for guards
         self._stop = threading.Event()
         self._rows_epoch: dict[str, bytes | None] = {}
         self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
@@ -105,7 +109,7 @@ class BundleWatcher:
             log.warning("ignored a malformed event: %.200s", event)
 
     def _handle(self, event: dict) -> None:
-        if event["kind"] == "activated":
+        if event["kind"] in ("activated", "canary"):
             self.check_pointer()
         elif event["kind"] == "rows-updated":
             dropped = self.cache.invalidate(event["version"], event["table"], event["ids"])
@@ -120,21 +124,49 @@ class BundleWatcher:
             )
 
     def check_pointer(self) -> None:
-        """Load the version the pointer names, unless it is already served or was refused."""
+        """Load the versions the pointers name (active, canary), unless already served or
+        recently refused; end the canary when its own guards say so."""
         current = self.holder.current
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.active_key(self.ns))
         pipe.exists(keys.manifest_key(self.ns, current.version if current else "-"))
-        raw, served_exists = pipe.execute()
+        pipe.get(keys.canary_key(self.ns))
+        raw, served_exists, raw_canary = pipe.execute()
         version = raw.decode() if raw else None
         if current and not served_exists:
             self._unload(current.version)
             current = None
-        if not version or (current and current.version == version):
-            return
-        if self.holder.recently_refused(version):
-            return
-        self._load(version)
+        if version and not (current and current.version == version):
+            self._activate(version)
+        self._follow_canary(Canary.from_json(raw_canary))
+
+    def _activate(self, version: str) -> None:
+        started, canary = time.monotonic(), self.holder.serving.canary
+        if canary is not None and canary.version == version:  # a promotion: already loaded
+            self._serve(canary, started)
+        elif not self.holder.recently_refused(version):
+            bundle = self._try_load(version)
+            if bundle is not None:
+                self._serve(bundle, started)
+
+    def _follow_canary(self, split: Canary | None) -> None:
+        serving = self.holder.serving
+        if split is None or (serving.active and split.version == serving.active.version):
+            self.holder.set_canary(None, None)
+        elif serving.canary is not None and serving.canary.version == split.version:
+            self._guard(split)
+            self.holder.set_canary(serving.canary, split)  # the share may have changed
+        elif not self.holder.recently_refused(split.version):
+            bundle = self._try_load(split.version)
+            self.holder.set_canary(bundle, split)  # a refused canary: all on the active one
+            if bundle is not None:
+                log.info("canary %s on %s%% of users", split.version, split.percent)
+        self.cache.drop_other_versions(self.holder.versions())
+
+    def _guard(self, split: Canary) -> None:
+        reason = self.arms.breach(split) if self.arms else None
+        if reason is not None and end_canary(self.client, self.ns):
+            log.error("aborted canary %s: %s", split.version, reason)
 
     def _unload(self, version: str) -> None:
         """The served version was deleted (gc): stop serving rather than score default rows."""
@@ -142,24 +174,26 @@ class BundleWatcher:
         self.holder.swap(None)
         self.cache.clear()
 
-    def _load(self, version: str) -> None:
-        started = time.monotonic()
+    def _try_load(self, version: str) -> LoadedBundle | None:
+        """The checked, warmed-up bundle, or None when the version is refused."""
         try:
-            bundle = load_bundle(self.client, self.ns, version, self.device, self.threads)
+            return load_bundle(self.client, self.ns, version, self.device, self.threads)
         except REDIS_ERRORS:
             raise
         except Exception as error:  # anything else about this version: refuse it
             self.holder.refuse(version, str(error))
             self.metrics.refusals.inc()
             log.error("refused bundle %s: %s", version, error)
-            return
+            return None
+
+    def _serve(self, bundle: LoadedBundle, started: float) -> None:
         previous = self.holder.swap(bundle)
-        self.cache.drop_other_versions({version})
+        self.cache.drop_other_versions(self.holder.versions())
         self.metrics.swaps.inc()
-        self.metrics.model.info({"version": version, "provider": bundle.provider})
+        self.metrics.model.info({"version": bundle.version, "provider": bundle.provider})
         log.info(
             "serving %s (was %s), loaded in %.0f ms on %s",
-            version,
+            bundle.version,
             previous.version if previous else None,
             1000 * (time.monotonic() - started),
             bundle.provider,

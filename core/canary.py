@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from core import keys
+
 BUCKETS = 10_000  # assignment resolution: 0.01% of users
 
 
@@ -49,3 +51,11 @@ def bucket_of(user_id: str, salt: str) -> int:
     """A stable bucket in [0, BUCKETS) for (salt, user), the same in every process."""
     digest = hashlib.blake2b(f"{salt}\0{user_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % BUCKETS
+
+
+def end_canary(client, ns: str) -> bool:
+    """Remove the canary and announce it (an operator's abort, or a replica's guard)."""
+    ended = bool(client.delete(keys.canary_key(ns)))
+    if ended:
+        client.publish(keys.events_channel(ns), keys.canary_event(None))
+    return ended

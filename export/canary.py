@@ -13,7 +13,7 @@ import logging
 import secrets
 
 from core import keys
-from core.canary import Canary
+from core.canary import Canary, end_canary
 from core.redis_conn import RedisClient, is_cluster
 from export.versions import PublishError, check_complete, decode, record_activation
 
@@ -75,9 +75,8 @@ def abort_canary(
 ) -> str | None:
     """End the canary; everyone goes back to the active version. Returns its version."""
     canary = read_canary(client, ns)
-    if not client.delete(keys.canary_key(ns)):
+    if not end_canary(client, ns):
         return None
-    client.publish(keys.events_channel(ns), keys.canary_event(None))
     log.warning("canary %s ended: %s", canary.version if canary else "?", reason)
     return canary.version if canary else None
 

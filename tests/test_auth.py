@@ -32,7 +32,9 @@ def password() -> str:
 
 @pytest.fixture
 def auth_redis(tmp_path, password):
-    server = LocalRedis(password=password, workdir=tmp_path / "redis").start()
+    """Append-only, so a restart keeps the published bundle."""
+    persist = ["--appendonly", "yes"]
+    server = LocalRedis(password=password, workdir=tmp_path / "redis", extra_args=persist).start()
     yield server
     server.stop()
 

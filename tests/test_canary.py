@@ -98,6 +98,7 @@ def test_gc_never_deletes_the_canary(redis_client, ns, three_versions):
     v1, v2, v3 = three_versions
     activate_version(redis_client, ns, v2)  # previous v3
     start_canary(redis_client, ns, v1, 10)
+    assert gc.protected_versions(redis_client, ns) == {v1, v2, v3}
     assert gc.collect_garbage(redis_client, ns, keep=0) == {}
     assert redis_client.exists(keys.manifest_key(ns, v1))
 

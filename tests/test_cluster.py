@@ -15,7 +15,9 @@ from core.local_redis import LocalRedisCluster
 from core.redis_conn import connect_redis
 from core.rows import encode_rows
 from export import gc
-from export.publish import list_versions, publish_bundle
+from export.live import load_from_samples
+from export.publish import publish_bundle
+from export.versions import list_versions
 from tests.factories import synthetic_bundle
 from tests.service import in_process, wait_ready
 
@@ -35,16 +37,18 @@ def cluster_client(cluster):
 
 
 def payloads(bundle, n: int = 6, size: int = 150, seed: int = 3) -> list[dict]:
-    """Users with stored histories; every other one sends its own history with categories."""
+    """Users with stored histories and profiles; every other one sends its own history with
+    categories, and its age and the hour."""
     rng = np.random.default_rng(seed)
-    items, cats = bundle.tables["item"].ids, bundle.tables["cat"].ids
+    items, cats = bundle.tables["item"].ids, bundle.tables["f:cat"].ids
     out = []
-    for k, user in enumerate(sorted(bundle.histories)[:n]):
+    for k in range(n):
         candidates = [{"item_id": str(i)} for i in rng.choice(items, size, replace=False)]
-        payload = {"user_id": user, "candidates": [*candidates, {"item_id": "no-such-item"}]}
+        payload = {"user_id": str(k + 1), "candidates": [*candidates, {"item_id": "no-such"}]}
         if k % 2:
             history = zip(rng.choice(items, 20), rng.choice(cats, 20), strict=True)
-            payload["history"] = [{"item_id": str(i), "category": str(c)} for i, c in history]
+            payload["history"] = [{"item_id": str(i), "cat": str(c)} for i, c in history]
+            payload |= {"user": {"age": "35-44"}, "context": {"hour": str(k)}}
         out.append(payload)
     return out
 
@@ -54,10 +58,11 @@ def keys_per_node(cluster) -> list[int]:
 
 
 def test_cluster_serves_the_same_scores_as_a_single_node(
-    redis_server, redis_client, cluster, cluster_client, ns, bundle
+    redis_server, redis_client, cluster, cluster_client, ns, bundle, samples
 ):
-    publish_bundle(redis_client, ns, bundle, progress=False)
-    publish_bundle(cluster_client, ns, bundle, progress=False)
+    for client in (redis_client, cluster_client):
+        publish_bundle(client, ns, bundle, progress=False)
+        load_from_samples(client, ns, samples, progress=False)
     assert all(count > 100 for count in keys_per_node(cluster)), "rows are not spread"
     with (
         in_process(redis_server.url, ns) as single,
@@ -115,19 +120,25 @@ def test_hot_swap_on_the_cluster_switches_every_request_to_the_new_version(
 def test_gc_on_the_cluster_deletes_old_versions_from_every_node(cluster_client, ns):
     for seed in range(4):
         publish_bundle(cluster_client, ns, synthetic_bundle(300, seed=seed), progress=False)
-    deleted = gc.collect_garbage(cluster_client, ns, keep=1)  # v4 active, v3 previous
-    assert sorted(deleted) == ["v1", "v2"]
-    assert all(count == 300 + 5 + 2 for count in deleted.values())  # rows, manifest, onnx
-    assert [e["version"] for e in list_versions(cluster_client, ns)] == ["v3", "v4"]
-    for version, left in (("v1", 0), ("v2", 0), ("v3", 307), ("v4", 307)):
+
+    def count(version: str) -> int:
         pattern = keys.version_pattern(ns, version)
-        assert len(list(cluster_client.scan_iter(match=pattern, count=1000))) == left
+        return len(list(cluster_client.scan_iter(match=pattern, count=1000)))
+
+    published = count("v1")  # rows, metadata records, manifest, onnx, ...
+    assert published > 2 * 300
+    deleted = gc.collect_garbage(cluster_client, ns, keep=1)  # v4 active, v3 previous
+    assert deleted == {"v1": published, "v2": published}
+    assert [e["version"] for e in list_versions(cluster_client, ns)] == ["v3", "v4"]
+    for version, left in (("v1", 0), ("v2", 0), ("v3", published), ("v4", published)):
+        assert count(version) == left
 
 
 def test_slow_cluster_node_gives_503_by_the_request_deadline_then_scores(
-    cluster, cluster_client, ns, bundle
+    cluster, cluster_client, ns, bundle, samples
 ):
     publish_bundle(cluster_client, ns, bundle, progress=False)
+    load_from_samples(cluster_client, ns, samples, progress=False)
     payload = payloads(bundle, n=2)[1]
     settings = {"redis_cluster": True, "redis_timeout_s": 0.2, "request_timeout_s": 1.0}
     with in_process(cluster.url, ns, cache_rows=0, **settings) as client:

@@ -7,6 +7,8 @@ import torch
 
 from core import keys
 from export.bundle import build_bundle
+from export.job import POOLINGS
+from export.live import load_from_samples
 from export.publish import publish_bundle
 from tests.conftest import train_tiny
 from tests.service import in_process
@@ -14,8 +16,10 @@ from tests.test_service import as_items, score
 
 
 @pytest.fixture
-def published(redis_client, ns, bundle):
-    return publish_bundle(redis_client, ns, bundle, progress=False)
+def published(redis_client, ns, bundle, samples):
+    manifest = publish_bundle(redis_client, ns, bundle, progress=False)
+    load_from_samples(redis_client, ns, samples, progress=False)
+    return manifest
 
 
 @pytest.fixture
@@ -35,6 +39,12 @@ def test_explain_scores_equal_score_scores(client, published):
         {"user_id": "1", "candidates": as_items(["50", "181", "1", "no-such-item"])},
         {"user_id": "u", "history": as_items(["1", "50", "7"]), "candidates": as_items(["9"])},
         {"user_id": "nobody", "candidates": as_items(["50", "1"])},
+        {
+            "user_id": "1",
+            "user": {"age": "56+"},
+            "context": {"hour": "4"},
+            "candidates": as_items(["50", "1"], cat=["Horror", None]),
+        },
     ):
         explained = explain(client, payload)
         scored = score(client, payload)
@@ -44,21 +54,22 @@ def test_explain_scores_equal_score_scores(client, published):
         assert explained["unknown_ids"] == scored["unknown_ids"]
 
 
-def test_weights_equal_pytorch_attention_on_the_same_rows(client, trained, movielens_slice):
-    test, vocab = movielens_slice.test, movielens_slice.item_vocab
-    for row in np.random.default_rng(3).choice(len(test), 5, replace=False):
-        hist_index = test.hist_item[row, : test.hist_len[row]]
-        cand_index = np.unique(test.item[np.random.default_rng(row).choice(len(test), 6)])
+def test_weights_equal_pytorch_attention_on_the_same_rows(client, trained, samples):
+    batch, items = samples.read("test", limit=2000), samples.vocab.fields["item_id"]
+    rng = np.random.default_rng(3)
+    for row in rng.choice(len(batch), 5, replace=False):
+        hist_index = batch.hist[row, : batch.hist_len[row]]
+        cand_index = np.unique(batch.item[rng.choice(len(batch), 6)])
         body = explain(
             client,
             {
                 "user_id": "u",
-                "history": as_items(vocab[hist_index]),
-                "candidates": as_items(vocab[cand_index]),
+                "history": as_items(items[hist_index]),
+                "candidates": as_items(items[cand_index]),
             },
         )
         got = weight_matrix(body)
-        want = pytorch_weights(trained.model, movielens_slice.item_cat, cand_index, hist_index)
+        want = pytorch_weights(trained.model, cand_index, hist_index)
         assert got.shape == want.shape == (len(cand_index), len(hist_index))
         assert np.abs(got - want).max() <= 1e-5
 
@@ -72,48 +83,49 @@ def weight_matrix(body: dict) -> np.ndarray:
 
 
 @torch.no_grad()
-def pytorch_weights(model, item_cat, cand_index, hist_index) -> np.ndarray:
+def pytorch_weights(model, cand_index, hist_index) -> np.ndarray:
     """DIN's activation unit, in its unsplit form (the exported graph is split), on the model's
-    own embeddings looked up by index."""
+    own item rows looked up by index."""
     model.eval()
     assert model.dense.attention.split is False
-    cand = model.goods(
-        torch.from_numpy(cand_index).long(), torch.from_numpy(item_cat[cand_index]).long()
-    )
-    hist = model.goods(
-        torch.from_numpy(hist_index).long(), torch.from_numpy(item_cat[hist_index]).long()
-    )
+    cand = model.goods(torch.from_numpy(cand_index).long())  # (C, Di)
+    hist = model.goods(torch.from_numpy(hist_index).long())  # (T, Di)
     return model.dense.attention(cand[None], hist[None])[0].numpy()
 
 
-def test_behaviours_are_ranked_heaviest_first_with_titles_and_categories(client, movielens_slice):
+def test_behaviours_are_ranked_heaviest_first_with_titles_and_fields(client, bundle):
     body = explain(client, {"user_id": "1", "candidates": as_items(["50", "181"])})
-    titles, history = movielens_slice.item_titles, body["history"]
+    history, metadata = body["history"], bundle.item_metadata
     assert [b["position"] for b in history] == list(range(body["history_length"]))
     assert body["history_length"] > 5 and body["history_source"] == "redis"
     for behaviour in history:
-        assert behaviour["title"] == titles[behaviour["item_id"]]
-        assert behaviour["category"] in movielens_slice.cat_vocab
+        known = metadata[behaviour["item_id"]]
+        assert behaviour["title"] == known["title"]
+        assert behaviour["fields"] == {k: v for k, v in known["fields"].items() if v is not None}
     for candidate in body["candidates"]:
         weights = [b["weight"] for b in candidate["behaviours"]]
         assert weights == sorted(weights, reverse=True)
         assert sorted(b["position"] for b in candidate["behaviours"]) == list(range(len(history)))
-        assert candidate["title"] == titles[candidate["item_id"]]
+        assert candidate["title"] == metadata[candidate["item_id"]]["title"]
     assert body["candidates"][0]["title"].startswith("Star Wars")
+    assert set(body["candidates"][0]["fields"]) == {"cat", "year"}
 
 
-def test_explicit_categories_are_shown_and_unknown_items_have_no_title(client):
+def test_overrides_are_shown_and_unknown_items_have_no_title(client, bundle):
     body = explain(
         client,
         {
             "user_id": "u",
-            "history": as_items(["50", "no-such-item"], ["Horror", None]),
-            "candidates": as_items(["another-unknown"]),
+            "history": as_items(["50", "no-such-item"], cat=["Horror", None]),
+            "candidates": as_items(["another-unknown"], year=["1950s"]),
         },
     )
-    assert body["history"][0]["category"] == "Horror"
-    assert body["history"][1]["title"] is None and body["history"][1]["category"] is None
-    assert body["candidates"][0]["title"] is None and body["unknown_ids"] == 2
+    own_year = bundle.item_metadata["50"]["fields"]["year"]
+    assert body["history"][0]["fields"] == {"cat": "Horror", "year": own_year}
+    assert body["history"][1]["title"] is None and body["history"][1]["fields"] == {}
+    assert body["candidates"][0]["title"] is None
+    assert body["candidates"][0]["fields"] == {"year": "1950s"}
+    assert body["unknown_ids"] == {"item_id": 2}
 
 
 def test_explain_has_its_own_candidate_limit(client):
@@ -129,9 +141,10 @@ def test_a_user_without_history_gets_scores_and_no_behaviours(client):
     assert body["history"] == [] and body["candidates"][0]["behaviours"] == []
 
 
-def test_base_model_weighs_every_behaviour_one(redis_server, redis_client, ns, movielens_slice):
-    base = build_bundle(train_tiny(movielens_slice, pooling="sum").model, movielens_slice, {})
+def test_base_model_weighs_every_behaviour_one(redis_server, redis_client, ns, samples):
+    base = build_bundle(train_tiny(samples, pooling=POOLINGS["base"]).model, samples, {})
     publish_bundle(redis_client, ns, base, progress=False)
+    load_from_samples(redis_client, ns, samples, progress=False)
     with in_process(redis_server.url, ns) as client:
         body = explain(client, {"user_id": "1", "candidates": as_items(["50", "1"])})
     assert body["pooling"] == "sum"

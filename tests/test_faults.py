@@ -13,6 +13,7 @@ import pytest
 
 from core.local_redis import LocalRedis
 from core.redis_conn import connect_redis
+from export.live import load_from_samples
 from export.publish import publish_bundle
 from tests.service import in_process, service_process
 
@@ -22,6 +23,8 @@ SLOW_S = 2.0
 FROM_REDIS = {"user_id": "1", "candidates": [{"item_id": i} for i in ("50", "181", "1")]}
 EXPLICIT = {
     "user_id": "u",
+    "user": {"age": "25-34", "gender": "F"},
+    "context": {"hour": "20"},
     "history": [{"item_id": i} for i in ("1", "2", "3", "4")],
     "candidates": [{"item_id": i} for i in ("50", "181", "7", "no-such-item")],
 }
@@ -36,9 +39,10 @@ def fault_redis(tmp_path):
 
 
 @pytest.fixture
-def version(fault_redis, ns, bundle) -> str:
+def version(fault_redis, ns, bundle, samples) -> str:
     client = connect_redis(fault_redis.url, timeout_s=5.0)
     try:
+        load_from_samples(client, ns, samples, progress=False)  # histories and profiles
         return publish_bundle(client, ns, bundle, progress=False).version
     finally:
         client.close()

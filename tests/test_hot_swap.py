@@ -1,7 +1,11 @@
-"""Hot-swap under load, refusal of bad bundles, row updates: against uvicorn processes."""
+"""Hot-swap under load, refusal of bad bundles, row updates, versions of different schemas:
+against uvicorn processes."""
 
+import base64
+import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -9,30 +13,28 @@ import pytest
 
 from core import keys
 from core.local_service import LocalService
-from export.publish import activate_version, publish_bundle
+from export.publish import publish_bundle
 from export.train import predict
 from export.update import update_rows
-from tests.service import service_process
+from export.versions import activate_version
+from tests.factories import OTHER_SCHEMA, RICH_SCHEMA, synthetic_bundle
+from tests.service import in_process, service_process, wait_ready
+from tests.test_service import request_of
 
 CLIENTS = 8
 LOAD_SECONDS = 20
 
 
-def slates(dataset, n=6, size=20, seed=4):
-    """Request payloads built from test samples, with their sample slates for PyTorch."""
-    test, vocab = dataset.test, dataset.item_vocab
+def slates(samples, n=6, size=20, seed=4):
+    """Request payloads built from test samples (user and context fields all present), with
+    their sample slates for PyTorch."""
+    batch = samples.read("test", limit=2000)
+    complete = np.flatnonzero((batch.user_fields > 0).all(axis=1) & (batch.context > 0).all(1))
     rng = np.random.default_rng(seed)
     out = []
-    for row in rng.choice(len(test), n, replace=False):
-        chosen = rng.choice(len(test), size, replace=False)
-        slate = test.slate(row, chosen)
-        history = vocab[test.hist_item[row, : test.hist_len[row]]]
-        payload = {
-            "user_id": "load",
-            "history": [{"item_id": str(i)} for i in history],
-            "candidates": [{"item_id": str(i)} for i in vocab[slate.item]],
-        }
-        out.append((payload, slate))
+    for row in rng.choice(complete, n, replace=False):
+        chosen = rng.choice(len(batch), size, replace=False)
+        out.append((request_of(samples, batch, row, chosen), batch.slate(row, chosen)))
     return out
 
 
@@ -102,9 +104,9 @@ def last_seen(records, version, url, after: float, before: float) -> float:
 
 
 def test_hot_swap_under_load_fails_nothing_and_mixes_no_versions(
-    redis_server, redis_client, ns, bundle, other_bundle, trained, other_trained, movielens_slice
+    redis_server, redis_client, ns, bundle, other_bundle, trained, other_trained, samples
 ):
-    pairs = slates(movielens_slice)
+    pairs = slates(samples)
     v1 = publish_bundle(redis_client, ns, bundle, progress=False).version
     replicas = [LocalService(redis_server.url, ns).start() for _ in range(2)]
     try:
@@ -137,8 +139,8 @@ def test_hot_swap_under_load_fails_nothing_and_mixes_no_versions(
             f"\nrequests={len(load.records)} first/last after activation per replica={switch}"
             f" rollback first v1={back}"
         )
-        for first_v2, last_v1 in switch.values():
-            assert last_v1 < 1.0 and first_v2 < 1.0
+        for first_v2, last_v1 in switch.values():  # both replicas switched, well within the
+            assert last_v1 < 5.0 and first_v2 < 5.0  # run (the latency itself: bench.hotswap)
     finally:
         for replica in replicas:
             replica.stop()
@@ -241,3 +243,103 @@ def test_a_replica_whose_version_is_deleted_stops_serving_instead_of_guessing(
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert client.post("/v1/score", json=payload).json()["error"] == "no_model"
+
+
+# A request for each schema: RICH_SCHEMA's fields, then OTHER_SCHEMA's.
+FOR_RICH = {
+    "user_id": "uid1",
+    "user": {"age": "age2"},
+    "context": {"hour": "hour1"},
+    "candidates": [{"item_id": "s1", "shop": "shop3"}, {"item_id": "s2"}],
+}
+FOR_OTHER = {
+    "user_id": "u",
+    "context": {"device": "device1"},
+    "history": [{"item_id": "s4", "colour": "colour0"}],
+    "candidates": [{"item_id": "s1", "colour": "colour2"}],
+}
+
+
+def test_each_request_is_checked_against_the_schema_of_the_version_it_runs_on(
+    redis_server, redis_client, ns
+):
+    rich = synthetic_bundle(30, schema=RICH_SCHEMA)
+    v1 = publish_bundle(redis_client, ns, rich, progress=False).version
+    with in_process(redis_server.url, ns, poll_interval_s=0.2) as client:
+        assert client.post("/v1/score", json=FOR_RICH).json()["version"] == v1
+        refused = client.post("/v1/score", json=FOR_OTHER).json()["detail"]
+        assert [e["loc"][1:] for e in refused] == [
+            ["candidates", 0, "colour"],
+            ["history", 0, "colour"],
+            ["context", "device"],
+        ]
+        other = synthetic_bundle(30, schema=OTHER_SCHEMA)
+        v2 = publish_bundle(redis_client, ns, other, progress=False).version
+        wait_ready(client.get, timeout_s=5, version=v2)
+        assert client.post("/v1/score", json=FOR_OTHER).json()["version"] == v2
+        refused = client.post("/v1/score", json=FOR_RICH).json()["detail"]
+        assert {tuple(e["loc"][1:]) for e in refused} == {
+            ("candidates", 0, "shop"),
+            ("user", "age"),
+            ("context", "hour"),
+        }
+        assert all(v2 in e["msg"] for e in refused)
+        assert client.get(f"/v1/versions/{v2}").json()["schema"] == OTHER_SCHEMA.to_dict()
+
+
+def test_schema_swaps_under_load_check_each_request_against_one_version(
+    redis_server, redis_client, ns
+):
+    rich = synthetic_bundle(30, schema=RICH_SCHEMA)
+    v1 = publish_bundle(redis_client, ns, rich, progress=False).version
+    other = synthetic_bundle(30, schema=OTHER_SCHEMA)
+    v2 = publish_bundle(redis_client, ns, other, activate=False, progress=False).version
+    fits = {0: v1, 1: v2}  # payload index -> the only version that accepts it
+    with service_process(redis_server.url, ns) as service:
+        service.wait_ready(version=v1)
+        with Load([service.url], [FOR_RICH, FOR_OTHER]) as load:
+            for version in (v2, v1, v2, v1):
+                seen = len(load.records)
+                activate_version(redis_client, ns, version)
+                service.wait_ready(version=version)
+                wait_for_answers(load, after=seen, count=4 * CLIENTS)
+    assert {(r[2], r[4]) for r in load.records} == {(200, 0), (200, 1), (422, 0), (422, 1)}
+    for _, _, status, body, index in load.records:
+        if status == 200:
+            assert body["version"] == fits[index]
+        else:
+            refused_by = fits[1 - index]
+            assert status == 422 and f"{refused_by} has no" in body, body
+
+
+def wait_for_answers(load: Load, after: int, count: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(load.records) < after + count:
+        assert time.monotonic() < deadline, "the load stopped getting answers"
+        time.sleep(0.01)
+
+
+FORMAT_1 = Path(__file__).resolve().parent / "fixtures" / "format1_bundle.json"
+
+
+def test_a_format_1_version_is_refused_with_its_reason_and_the_old_one_keeps_serving(
+    redis_server, redis_client, ns, tmp_path
+):
+    dump = json.loads(FORMAT_1.read_text())  # a version written by the first-round exporter
+    redis_client.mset({f"{ns}:{key}": base64.b64decode(value) for key, value in dump.items()})
+    bundle = synthetic_bundle(30, schema=RICH_SCHEMA)
+    v2 = publish_bundle(redis_client, ns, bundle, version="v2", progress=False).version
+    log = tmp_path / "service.log"
+    with service_process(redis_server.url, ns, log_path=log, poll_interval_s=0.2) as service:
+        service.wait_ready(version=v2)
+        redis_client.set(keys.active_key(ns), "v1")  # bypass the CLI's own checks
+        redis_client.publish(keys.events_channel(ns), keys.activated_event("v1"))
+        with httpx.Client(base_url=service.url) as client:
+            deadline = time.monotonic() + 5
+            while "ctr_bundle_refusals_total 1.0" not in client.get("/metrics").text:
+                assert time.monotonic() < deadline, "the format-1 version was not refused"
+                time.sleep(0.05)
+            response = client.post("/v1/score", json=FOR_RICH)
+            assert response.status_code == 200 and response.json()["version"] == v2
+    assert "refused bundle v1" in log.read_text()
+    assert "format 1 predates feature schemas" in log.read_text()

@@ -10,8 +10,10 @@ import pytest
 
 from app.ui import STATIC
 from core import keys
-from export.publish import activate_version, publish_bundle
+from export.live import load_from_samples
+from export.publish import publish_bundle
 from export.report import REPORT_IMAGE, REPORT_SUMMARY
+from export.versions import activate_version
 from tests.service import in_process, service_process
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,6 +65,7 @@ def test_version_detail_and_report_files(redis_server, ns, two_versions, reporte
         assert client.get("/v1/versions/bad:name").status_code == 422
     assert detail["explainable"] and detail["report"] == sorted([REPORT_IMAGE, REPORT_SUMMARY])
     assert detail["demo_users"] == reported_bundle.demo_users and detail["demo_items"]
+    assert detail["schema"] == reported_bundle.schema.to_dict()
     assert image.headers["content-type"] == "image/png"
     assert image.content == reported_bundle.report[REPORT_IMAGE]
     assert summary.text == reported_bundle.report[REPORT_SUMMARY].decode()
@@ -99,9 +102,10 @@ def browser():
 
 
 def test_page_explains_a_demo_user_in_headless_chromium(
-    browser, redis_server, redis_client, ns, reported_bundle, tmp_path
+    browser, redis_server, redis_client, ns, reported_bundle, samples, tmp_path
 ):
     published = publish_bundle(redis_client, ns, reported_bundle, progress=False)
+    load_from_samples(redis_client, ns, samples, progress=False)
     with service_process(redis_server.url, ns) as service:
         service.wait_ready()
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -113,6 +117,10 @@ def test_page_explains_a_demo_user_in_headless_chromium(
         user = page.locator("#demo-user option").nth(1).get_attribute("value")
         page.select_option("#demo-user", user)
         candidates = page.input_value("#candidates").split()
+        inputs = page.locator("input.user-field, input.context-field").evaluate_all(
+            "inputs => inputs.map(i => i.id)"
+        )
+        page.fill("#context-hour", "13")
         page.click("#submit")
         page.wait_for_selector("#bars .bar")
         page.wait_for_function("document.querySelector('#report-image').naturalWidth > 0")
@@ -121,6 +129,8 @@ def test_page_explains_a_demo_user_in_headless_chromium(
             "bars": page.locator("#bars .bar").count(),
             "cells": page.locator("#heatmap .cell").count(),
             "values": page.locator("#bars .bar-value").all_inner_texts(),
+            "fields": page.locator("#bars .bar-fields").all_inner_texts(),
+            "meta": page.inner_text("#result-meta"),
             "shades": set(
                 page.locator("#heatmap .cell").evaluate_all(
                     "cells => cells.map(c => c.style.background)"
@@ -133,13 +143,23 @@ def test_page_explains_a_demo_user_in_headless_chromium(
             "image_width": page.evaluate("document.querySelector('#report-image').naturalWidth"),
         }
         page.screenshot(path=tmp_path / "ui.png", full_page=True)
-        request = {"user_id": user, "candidates": [{"item_id": c} for c in candidates]}
+        request = {
+            "user_id": user,
+            "context": {"hour": "13"},
+            "candidates": [{"item_id": c} for c in candidates],
+        }
         scored = httpx.post(f"{service.url}/v1/score", json=request).json()
     history = redis_client.llen(keys.history_key(ns, user))
     assert candidates == reported_bundle.demo_items and user in reported_bundle.demo_users
     assert shown["bars"] == len(candidates)
     assert shown["cells"] == len(candidates) * min(history, reported_bundle.max_history) > 0
     assert shown["values"] == [f"{s:.4f}" for s in scored["scores"]]
+    assert inputs == ["user-age", "user-gender", "user-occupation", "context-hour"]
+    metadata = reported_bundle.item_metadata
+    assert shown["fields"] == [
+        " · ".join(f"{k}: {v}" for k, v in metadata[c]["fields"].items()) for c in candidates
+    ]
+    assert "no unknown values" in shown["meta"]
     assert len(shown["shades"]) > 1  # DIN weighs behaviours differently
     assert published.version in shown["status"] and shown["image_width"] == 1300
     assert f"{reported_bundle.metrics['test_auc']:.4f}" in shown["metrics"]

@@ -1,16 +1,23 @@
 import socket
 
+import httpx
 import pytest
 
+from core.redis_conn import connect_redis
 from export.publish import publish_bundle
+from tests.factories import RICH_SCHEMA, synthetic_bundle
 from tests.service import in_process, service_process
 
 
 @pytest.fixture(scope="module")
-def client(redis_server, bundle):
-    import redis
-
-    publish_bundle(redis.Redis.from_url(redis_server.url), "validation", bundle, progress=False)
+def client(redis_server):
+    """Items with shop and brand fields, users with uid (the user id), age and gender, and an
+    hour of context."""
+    redis_client = connect_redis(redis_server.url, timeout_s=5.0)
+    publish_bundle(
+        redis_client, "validation", synthetic_bundle(20, schema=RICH_SCHEMA), progress=False
+    )
+    redis_client.close()
     with in_process(
         redis_server.url,
         "validation",
@@ -46,14 +53,69 @@ CANDS = [{"item_id": "1"}]
         ({"user_id": "u", "candidates": [{"item_id": 1}]}, "item_id"),
         ({"user_id": "u", "candidates": [{"item_id": "123456789"}]}, "item_id"),
         ({"user_id": "u", "candidates": [{"item_id": "a\x00b"}]}, "item_id"),
-        ({"user_id": "u", "candidates": [{"item_id": "1", "category": "x" * 9}]}, "category"),
+        ({"user_id": "u", "candidates": [{"item_id": "1", "shop": "x" * 9}]}, "shop"),
+        ({"user_id": "u", "candidates": [{"item_id": "1", "shop": 3}]}, "shop"),
         ({"user_id": "u", "history": [{"item_id": "1"}] * 5, "candidates": CANDS}, "history"),
         ({"user_id": "123456789", "candidates": CANDS}, "user_id"),
         ({"user_id": "u", "candidates": CANDS, "extra": 1}, "extra"),
+        ({"user_id": "u", "candidates": CANDS, "user": {"age": 30}}, "age"),
+        ({"user_id": "u", "candidates": CANDS, "user": ["age"]}, "user"),
+        ({"user_id": "u", "candidates": CANDS, "context": {"hour": ""}}, "hour"),
     ],
 )
 def test_bad_input_gets_422_naming_the_field(client, payload, field):
     assert field in problem(client, payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"),
+    [
+        ({"candidates": [*CANDS, {"item_id": "2", "shopp": "s1"}]}, ["candidates", 1, "shopp"]),
+        ({"history": [{"item_id": "2", "category": "c"}]}, ["history", 0, "category"]),
+        ({"user": {"agee": "age1"}}, ["user", "agee"]),
+        ({"user": {"hour": "hour1"}}, ["user", "hour"]),  # a context field, not a user one
+        ({"user": {"uid": "uid1"}}, ["user", "uid"]),  # the user id goes in user_id
+        ({"context": {"age": "age1"}}, ["context", "age"]),
+    ],
+)
+def test_field_names_the_version_does_not_declare_get_422_naming_them(client, payload, loc):
+    body = problem(client, {"user_id": "u", "candidates": CANDS} | payload)
+    (error,) = httpx.Response(422, content=body).json()["detail"]
+    assert error["loc"] == ["body", *loc] and "v1" in error["msg"]
+
+
+def test_declared_fields_are_accepted(client):
+    payload = {
+        "user_id": "uid1",
+        "user": {"age": "age1", "gender": "gender0"},
+        "context": {"hour": "hour2"},
+        "history": [{"item_id": "s1", "shop": "shop1", "brand": "brand1"}],
+        "candidates": [{"item_id": "s2", "brand": "brand3"}],
+    }
+    response = client.post("/v1/score", json=payload)
+    assert response.status_code == 200 and response.json()["unknown_ids"] == {}
+
+
+def test_rejected_requests_are_counted_per_route_and_outcome(client):
+    def count(route: str, outcome: str) -> float:
+        line = f'ctr_requests_total{{outcome="{outcome}",route="{route}",version=""}} '
+        found = [x for x in client.get("/metrics").text.splitlines() if x.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    before = {k: count(*k) for k in [("score", "invalid"), ("explain", "invalid")]}
+    before |= {k: count(*k) for k in [("score", "too_large"), ("explain", "too_large")]}
+    problem(client, {"user_id": "u"})
+    problem(client, {"user_id": "u", "candidates": CANDS, "user": {"agee": "1"}})
+    problem(client, content=b"[" * 5000, status=413)
+    response = client.post("/v1/explain", json={"user_id": "u", "candidates": [{"x": "1"}]})
+    assert response.status_code == 422
+    response = client.post("/v1/explain", content=b"[" * 5000)
+    assert response.status_code == 413
+    after = {k: count(*k) for k in before}
+    assert after[("score", "invalid")] == before[("score", "invalid")] + 2
+    assert after[("score", "too_large")] == before[("score", "too_large")] + 1
+    assert after[("explain", "invalid")] == before[("explain", "invalid")] + 1
+    assert after[("explain", "too_large")] == before[("explain", "too_large")] + 1
 
 
 @pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
@@ -72,7 +134,10 @@ def test_body_over_the_limit_is_413_before_parsing(client):
 
 def test_unicode_ids_are_fine(client):
     response = client.post("/v1/score", json={"user_id": "ü", "candidates": [{"item_id": "広告"}]})
-    assert response.status_code == 200 and response.json()["unknown_ids"] == 1
+    assert response.status_code == 200 and response.json()["unknown_ids"] == {
+        "item_id": 1,
+        "uid": 1,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -99,15 +164,17 @@ def with_id(field: str, value: str) -> dict:
     payload = {"user_id": "u", "candidates": [{"item_id": "1"}]}
     if field == "user_id":
         payload["user_id"] = value
-    elif field == "category":
-        payload["candidates"] = [{"item_id": "1", "category": value}]
+    elif field == "shop":
+        payload["candidates"] = [{"item_id": "1", "shop": value}]
+    elif field == "age":
+        payload["user"] = {"age": value}
     else:
         payload["history"] = [{"item_id": value}]
     return payload
 
 
 @pytest.mark.parametrize("char", ["\x7f", "\n", "\t", "\x1f", "\r"])
-@pytest.mark.parametrize("field", ["user_id", "category", "history"])
+@pytest.mark.parametrize("field", ["user_id", "shop", "age", "history"])
 def test_control_characters_in_any_id_get_422(client, char, field):
     assert field in problem(client, with_id(field, f"a{char}b"))
 
@@ -131,7 +198,10 @@ def test_astral_and_invisible_unicode_ids_are_scored(client):
     ids = ["\U0001f600", "\u200b\u202e", "\ufeffx"]
     payload = {"user_id": "\u05d0", "candidates": [{"item_id": i} for i in ids]}
     response = client.post("/v1/score", json=payload)
-    assert response.status_code == 200 and response.json()["unknown_ids"] == 3
+    assert response.status_code == 200 and response.json()["unknown_ids"] == {
+        "item_id": 3,
+        "uid": 1,
+    }
 
 
 def chunk(data: bytes) -> bytes:

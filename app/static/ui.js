@@ -1,5 +1,6 @@
-// The page: versions and metrics, the explain form, CTR bars, the attention heatmap and the
-// training report. Plain DOM code, no framework and no network beyond this service.
+// The page: versions and metrics, the explain form (its profile and context inputs follow the
+// version's feature schema), CTR bars, the attention heatmap and the training report. Plain
+// DOM code, no framework and no network beyond this service.
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
@@ -44,12 +45,23 @@ async function showVersions() {
   const listing = await getJson("/v1/versions");
   const shown = listing.serving || listing.active;
   $("#status").textContent =
-    `active version: ${listing.active || "none"} · this replica serves: ${listing.serving || "none"}`;
+    `active version: ${listing.active || "none"} · this replica serves: ${listing.serving || "none"}` +
+    canaryText(listing);
   const body = $("#versions tbody");
   body.replaceChildren(...listing.versions.map(versionRow));
   const active = listing.versions.find((v) => v.version === shown);
   showActiveMetrics(active);
   if (shown) await showVersionDetail(shown);
+}
+
+// The canary, its share, and what each arm served in this replica.
+function canaryText(listing) {
+  if (!listing.canary) return " · no canary";
+  const arms = Object.entries(listing.arms || {}).map(
+    ([version, arm]) => `${version}: ${arm.requests} requests, mean score ${fmt(arm.mean_score)}`,
+  );
+  return ` · canary ${listing.canary.version} on ${listing.canary.percent}% of users` +
+    (arms.length ? ` (${arms.join("; ")})` : "");
 }
 
 function versionRow(v) {
@@ -81,7 +93,37 @@ async function showVersionDetail(version) {
   const select = $("#demo-user");
   for (const user of detail.demo_users) select.append(el("option", { value: user, textContent: user }));
   if (!$("#candidates").value) $("#candidates").value = detail.demo_items.join(" ");
+  showFieldInputs(detail.schema);
   showReport(version, detail.report);
+}
+
+// One text input per profile field (the user id field is the user id itself) and per context
+// field of the served version's schema.
+function showFieldInputs(schema) {
+  const features = schema.features;
+  const profile = features.user.filter((f) => f.name !== schema.user_id_field);
+  fieldInputs("#user-fields", "user", profile);
+  fieldInputs("#context-fields", "context", features.context);
+}
+
+function fieldInputs(selector, kind, fields) {
+  const box = $(selector);
+  box.hidden = fields.length === 0;
+  box.querySelector(".field-inputs").replaceChildren(
+    ...fields.map((f) =>
+      el("label", { textContent: f.name }, [
+        el("input", { id: `${kind}-${f.name}`, name: f.name, className: `${kind}-field` }),
+      ]),
+    ),
+  );
+}
+
+function fieldValues(kind) {
+  const values = {};
+  for (const input of document.querySelectorAll(`input.${kind}-field`)) {
+    if (input.value.trim()) values[input.name] = input.value.trim();
+  }
+  return values;
 }
 
 async function showReport(version, files) {
@@ -131,6 +173,10 @@ function explainRequest() {
   };
   const history = ids($("#history").value);
   if (history.length) request.history = history.map((id) => ({ item_id: id }));
+  for (const kind of ["user", "context"]) {
+    const values = fieldValues(kind);
+    if (Object.keys(values).length) request[kind] = values;
+  }
   return request;
 }
 
@@ -158,6 +204,20 @@ function label(item) {
   return item.title ? `${item.title} [${item.item_id}]` : item.item_id;
 }
 
+function fieldsText(item) {
+  return Object.entries(item.fields || {}).map(([name, value]) => `${name}: ${value}`).join(" · ");
+}
+
+function describe(item) {
+  const fields = fieldsText(item);
+  return fields ? `${label(item)}\n${fields}` : label(item);
+}
+
+function unknownText(unknown) {
+  const counted = Object.entries(unknown || {}).map(([field, count]) => `${field} ${count}`);
+  return counted.length ? `unknown values: ${counted.join(", ")}` : "no unknown values";
+}
+
 let lastAnswer = null;
 
 function showExplanation(answer) {
@@ -165,7 +225,7 @@ function showExplanation(answer) {
   $("#result").hidden = false;
   $("#result-meta").textContent =
     `scored by ${answer.version} · ${answer.history_length} behaviours from ${answer.history_source}` +
-    ` · ${answer.unknown_ids} unknown ids · pooling: ${answer.pooling}`;
+    ` · ${unknownText(answer.unknown_ids)} · pooling: ${answer.pooling}`;
   showBars(answer.candidates);
   showHeatmap(answer);
 }
@@ -175,7 +235,10 @@ function showBars(candidates) {
   $("#bars").replaceChildren(
     ...candidates.map((c) =>
       el("div", { className: "bar-row" }, [
-        el("span", { className: "bar-label", textContent: label(c), title: label(c) }),
+        el("span", { className: "bar-label", title: describe(c) }, [
+          label(c),
+          el("small", { className: "bar-fields", textContent: fieldsText(c) }),
+        ]),
         el("div", { className: "bar-track" }, [
           el("div", { className: "bar", style: `width: ${(100 * c.score) / top}%` }),
         ]),
@@ -200,22 +263,18 @@ function showHeatmap(answer) {
   answer.candidates.forEach((candidate, row) => {
     const low = Math.min(...scales[row]);
     const high = Math.max(...scales[row]);
-    cells.push(el("div", { className: "hm-row", textContent: label(candidate), title: label(candidate) }));
+    cells.push(el("div", { className: "hm-row", textContent: label(candidate), title: describe(candidate) }));
     weights[row].forEach((value, col) => {
       const behaviour = answer.history[col];
       const weight = raw[row][col];
       cells.push(el("div", {
         className: "cell",
-        title: `${label(candidate)} × ${label(behaviour)}: ${fmt(weight)}`,
+        title: `${describe(candidate)}\n× ${describe(behaviour)}\nweight ${fmt(weight)}`,
         style: `background: ${mode === "pair" ? diverging(value, low, high) : shade(value, low, high)}`,
       }));
     });
   });
   grid.replaceChildren(...cells);
-}
-
-function describe(behaviour) {
-  return `${label(behaviour)}${behaviour.category ? ` · ${behaviour.category}` : ""}`;
 }
 
 function weightRow(candidate, columns) {

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.redis_conn import read_password
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CTR_", extra="ignore")
@@ -38,6 +40,5 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="root log level")
 
     def password(self) -> str | None:
-        if self.redis_password_file is not None:
-            return self.redis_password_file.read_text().strip()
-        return self.redis_password.get_secret_value() if self.redis_password else None
+        secret = self.redis_password.get_secret_value() if self.redis_password else None
+        return read_password(secret, self.redis_password_file, env={})  # already read above

@@ -31,6 +31,7 @@ COPY pyproject.toml README.md ./
 RUN pip install --no-cache-dir ".[serve]"
 COPY app ./app
 COPY core ./core
+COPY ingest ./ingest
 COPY export ./export
 RUN pip install --no-cache-dir --no-deps --force-reinstall .
 
@@ -55,6 +56,7 @@ COPY pyproject.toml README.md ./
 RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" ".[export]"
 COPY app ./app
 COPY core ./core
+COPY ingest ./ingest
 COPY export ./export
 RUN pip install --no-cache-dir --no-deps --force-reinstall .
 
@@ -97,6 +99,7 @@ COPY pyproject.toml README.md ./
 RUN pip install --no-cache-dir ".[serve]"
 COPY app ./app
 COPY core ./core
+COPY ingest ./ingest
 COPY export ./export
 RUN pip install --no-cache-dir --no-deps --force-reinstall .
 

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 RUN    := .run
 PORT   ?= 8000
 
-.PHONY: venv test lint browser demo stop bench bench-quality soak clean
+.PHONY: venv test lint browser demo stop bench bench-quality bench-ingest ingest soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python -m bench.quality
+
+bench-ingest: $(STAMP)
+	$(BIN)/python -m bench.ingest
+
+ingest: $(STAMP)
+	$(BIN)/ctr-ingest
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak

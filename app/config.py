@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     explain_max_candidates: int = Field(50, ge=1, description="candidates per explain request")
     max_history: int = Field(200, ge=1, description="behaviours per explicit history")
     max_id_length: int = Field(64, ge=1, description="characters per raw id")
+    max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
+    stream_partitions: int = Field(
+        1, ge=1, le=1024, description="behaviour streams (the same as the ingest worker's)"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="request body limit")
     cache_rows: int = Field(100_000, ge=0, description="hot-row cache size, 0 disables it")
     pubsub: bool = Field(True, description="follow activations by pub/sub (else poll only)")

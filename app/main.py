@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from app.api import JsonEndpoint, handle_explain, handle_score, router, validation_failed
 from app.config import Settings
+from app.events import handle_events
 from app.contract import OpenApiDocument, contract_routes
 from app.limits import BodySizeLimit
 from app.logs import configure_logging
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_ui(app)
     app.router.routes.append(Route("/v1/score", JsonEndpoint(handle_score), methods=["POST"]))
     app.router.routes.append(Route("/v1/explain", JsonEndpoint(handle_explain), methods=["POST"]))
+    app.router.routes.append(Route("/v1/events", JsonEndpoint(handle_events), methods=["POST"]))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.openapi = OpenApiDocument(app, contract_routes(models))

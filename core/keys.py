@@ -1,27 +1,56 @@
 """The Redis key scheme of a model bundle. Every key is built here and nowhere else.
 
 {ns}:active                  the version the service follows
+{ns}:canary                  JSON of the running canary: version, percent, salt, guards
+{ns}:previous                the version active before the current one (gc keeps it)
 {ns}:versions                sorted set of complete versions (score = publish time)
 {ns}:seq                     counter that names new versions v1, v2, ...
-{ns}:events                  pub/sub channel, JSON events: activated, rows-updated
+{ns}:events                  pub/sub channel, JSON events: activated, canary, rows-updated
 {ns}:activations             list of JSON {"version", "at"}, newest first, the last 100
 {ns}:{v}:manifest            JSON manifest, written last: its presence means "complete"
 {ns}:{v}:onnx                the dense graph as ONNX bytes
 {ns}:{v}:lease               set while a writer is publishing {v}; expires if it dies
 {ns}:{v}:rows-epoch          counter bumped by every row update of {v}
-{ns}:{v}:{table}:{raw id}    one embedding row, little-endian float32 or float16
+{ns}:{v}:item:{raw id}       an item row: its item-side fields' embeddings, concatenated
+{ns}:{v}:f:{field}:{value}   one field's embedding row (side-field overrides, user, context)
 {ns}:{v}:meta:item:{raw id}  JSON {"title", "category"} of an item, shown by explanations
 {ns}:{v}:report:{file}       a file of the training report (report.png, report.md)
-{ns}:user:{raw id}:hist      a user's recent behaviours (raw item ids), not versioned
+{ns}:user:{<tag>}:hist       a user's recent behaviours, oldest first (encoded by
+                             core/events.py), not versioned
+{ns}:user:{<tag>}:profile    hash of the user's raw profile values, not versioned
+{ns}:user:{<tag>}:seen       sorted set of the user's last applied event ids, scored by event
+                             time: the ingest worker's dedupe window
+{ns}:behaviours              the behaviour event stream (producers XADD, ctr-ingest reads)
+{ns}:behaviours:{<tag>}      one partition of that stream, when there are several
+{ns}:behaviours:dead         dead-letter stream: refused or late events, each with a reason
+
+In {<tag>} the braces are literal: a Redis Cluster hash tag. Per-user keys carry the user id
+as their tag, so one user's history, profile and seen set share a hash slot and one Lua
+script may touch all three. The tag is the raw id with "%" written "%25" and "}" written
+"%7D": Redis ends a tag at the first "}", so an id holding one would otherwise leave a
+shorter tag (or an empty one, which hashes the whole key and splits the user's keys over
+slots). "{" stays as it is: inside a tag it means nothing. Ids are never empty (the API
+refuses them), so neither is the tag. A namespace holding braces would supply the tag
+itself and put every user on one slot: keep namespaces free of braces.
 """
 
 import json
 
-TABLES = ("item", "cat")
+ITEM_TABLE = "item"
+
+
+def field_table(field: str) -> str:
+    """The table of one field's own embeddings; rows live at {ns}:{v}:f:{field}:{value}."""
+    return f"f:{field}"
 
 
 def active_key(ns: str) -> str:
     return f"{ns}:active"
+
+
+def canary_key(ns: str) -> str:
+    """JSON {"version", "percent", "salt", guards}: the version a share of users is sent to."""
+    return f"{ns}:canary"
 
 
 def previous_key(ns: str) -> str:
@@ -83,8 +112,48 @@ def report_key(ns: str, version: str, file_name: str) -> str:
     return f"{ns}:{version}:report:{file_name}"
 
 
+def user_tag(user_id: str) -> str:
+    """The user id as a hash tag's content: "%" and "}" percent-encoded (see above)."""
+    if "%" not in user_id and "}" not in user_id:
+        return user_id
+    return user_id.replace("%", "%25").replace("}", "%7D")
+
+
+def _user_prefix(ns: str, user_id: str) -> str:
+    return f"{ns}:user:{{{user_tag(user_id)}}}:"
+
+
 def history_key(ns: str, user_id: str) -> str:
-    return f"{ns}:user:{user_id}:hist"
+    return _user_prefix(ns, user_id) + "hist"
+
+
+def profile_key(ns: str, user_id: str) -> str:
+    return _user_prefix(ns, user_id) + "profile"
+
+
+def seen_key(ns: str, user_id: str) -> str:
+    """The ingest worker's dedupe window of one user: event ids scored by event time."""
+    return _user_prefix(ns, user_id) + "seen"
+
+
+def user_keys(ns: str, user_id: str) -> tuple[str, str, str]:
+    """(history, seen, profile) of one user, which share a hash slot."""
+    prefix = _user_prefix(ns, user_id)
+    return prefix + "hist", prefix + "seen", prefix + "profile"
+
+
+def behaviours_key(ns: str) -> str:
+    """The one behaviour stream; core/events.py names the partitions when there are more."""
+    return f"{ns}:behaviours"
+
+
+def behaviours_partition_key(ns: str, tag: str) -> str:
+    """A partition of the behaviour stream; `tag` (core/events.py) picks its hash slot."""
+    return f"{ns}:behaviours:{{{tag}}}"
+
+
+def dead_letter_key(ns: str) -> str:
+    return f"{ns}:behaviours:dead"
 
 
 def version_pattern(ns: str, version: str) -> str:
@@ -94,6 +163,11 @@ def version_pattern(ns: str, version: str) -> str:
 
 def activated_event(version: str) -> str:
     return json.dumps({"kind": "activated", "version": version})
+
+
+def canary_event(version: str | None) -> str:
+    """The canary changed (None: removed); replicas re-read the canary key."""
+    return json.dumps({"kind": "canary", "version": version})
 
 
 def activation_record(version: str, at: float) -> str:

@@ -206,6 +206,13 @@ def settings_fields() -> dict[str, Any]:
     return dict(Settings.model_fields)
 
 
+def all_settings_fields() -> dict[str, Any]:
+    """The service's and the ingest worker's settings: both read the same CTR_ variables."""
+    from ingest.config import IngestSettings
+
+    return settings_fields() | dict(IngestSettings.model_fields)
+
+
 def is_secret(field) -> bool:
     return "SecretStr" in str(field.annotation)
 
@@ -336,7 +343,7 @@ def test_deployment_runs_the_command_the_image_runs(stage):
 
 
 def test_every_ctr_variable_is_a_settings_field(manifests):
-    fields = settings_fields()
+    fields = all_settings_fields() | {"train_nodes": None}
     names = {name for cm in of_kind(manifests, "ConfigMap") for name in cm.get("data", {})}
     for _, _, container in all_containers(manifests):
         names |= set(effective_env(manifests, container))
@@ -440,6 +447,7 @@ def test_network_policy_admits_only_server_and_exporter_pods_to_redis(manifests)
     }
     expected = {(w["kind"], w["metadata"]["name"]) for w in [the_server(manifests)]}
     expected |= {(w["kind"], w["metadata"]["name"]) for w in exporters(manifests)}
+    expected |= {("Deployment", "ctr-ingest")}
     assert admitted == expected
     redis_port = only_container(redis)["ports"][0]["containerPort"]
     assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} == {redis_port}

@@ -1,3 +1,6 @@
+import pytest
+from redis.crc import key_slot
+
 from core import keys
 
 
@@ -7,11 +10,21 @@ def test_key_builders_give_exact_strings():
     assert keys.manifest_key("din", "v3") == "din:v3:manifest"
     assert keys.onnx_key("din", "v3") == "din:v3:onnx"
     assert keys.row_key("din", "v3", "item", "242") == "din:v3:item:242"
-    assert keys.row_keys("din", "v3", "cat", ["Drama", "Sci-Fi"]) == [
-        "din:v3:cat:Drama",
-        "din:v3:cat:Sci-Fi",
+    assert keys.row_keys("din", "v3", keys.field_table("cat"), ["Drama", "Sci-Fi"]) == [
+        "din:v3:f:cat:Drama",
+        "din:v3:f:cat:Sci-Fi",
     ]
-    assert keys.history_key("din", "196") == "din:user:196:hist"
+    assert keys.history_key("din", "196") == "din:user:{196}:hist"
+    assert keys.profile_key("din", "196") == "din:user:{196}:profile"
+    assert keys.seen_key("din", "196") == "din:user:{196}:seen"
+    assert keys.user_keys("din", "196") == (
+        "din:user:{196}:hist",
+        "din:user:{196}:seen",
+        "din:user:{196}:profile",
+    )
+    assert keys.behaviours_key("din") == "din:behaviours"
+    assert keys.behaviours_partition_key("din", "2.4") == "din:behaviours:{2.4}"
+    assert keys.dead_letter_key("din") == "din:behaviours:dead"
     assert keys.version_pattern("din", "v3") == "din:v3:*"
 
 
@@ -21,3 +34,19 @@ def test_events_round_trip_and_garbage_is_unknown():
     assert keys.parse_event(keys.activated_event("v9")) == {"kind": "activated", "version": "v9"}
     assert keys.parse_event(b"not json")["kind"] == "unknown"
     assert keys.parse_event("[1, 2]")["kind"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("user_id", "tag"),
+    [("196", "196"), ("a}b", "a%7Db"), ("}", "%7D"), ("a%7Db", "a%257Db"), ("{x}", "{x%7D")],
+)
+def test_user_keys_tag_the_whole_id_so_they_share_one_slot(user_id, tag):
+    history, seen, profile = keys.user_keys("din", user_id)
+    assert history == f"din:user:{{{tag}}}:hist"
+    assert key_slot(history.encode()) == key_slot(tag.encode())
+    assert key_slot(history.encode()) == key_slot(seen.encode()) == key_slot(profile.encode())
+
+
+def test_ids_that_differ_get_different_user_keys():
+    ids = ["a}b", "a%7Db", "a%257Db", "a}", "a%", "a"]
+    assert len({keys.history_key("din", i) for i in ids}) == len(ids)

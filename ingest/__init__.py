@@ -1,0 +1,1 @@
+"""ctr-ingest: applies behaviour events from Redis Streams to users' live histories."""

@@ -1,0 +1,556 @@
+"""The ingest worker: reads behaviour events from the streams as a member of a consumer group
+and applies each user's events of a batch to their history atomically, in one Lua script call.
+
+    ctr-ingest            # or: python -m ingest.cli; settings: ingest/config.py (CTR_*)
+
+A batch is acknowledged only once applied, so a worker that dies leaves its batch pending:
+read back at once by the same consumer name, claimed by another worker once idle for
+CTR_INGEST_CLAIM_IDLE_MS. Applying twice is harmless (the script skips event ids it has
+seen), and an event that arrives after newer ones is put in its place by time, so any number
+of workers, restarts and claims give each user the same history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import redis
+from redis.crc import key_slot
+
+from core import keys
+from core.events import Event, EventError, stream_id_ms, stream_keys, validate_event
+from core.manifest import Manifest
+from core.redis_conn import REDIS_ERRORS, RedisClient, connect_redis, is_cluster
+from ingest.config import IngestSettings
+from ingest.metrics import Heartbeat, IngestMetrics, group_lag, record_lag
+
+log = logging.getLogger(__name__)
+BACKOFF_S = (0.05, 5.0)  # first and longest wait after a Redis error
+STATS_INTERVAL_S = 2.0
+EVENTS_PER_CALL = 32  # bounds how long one call holds Redis: the service's reads wait behind it
+
+# One call applies the batches of one or more users (of one hash slot on a cluster).
+# KEYS: per user, history, seen, profile. ARGV: max_history, dedupe window, ttl_s, then per
+# user the count n of its events and n triples (dedupe id, time, history entry), oldest
+# first. Returns per user {duplicate ids, late ids}.
+#
+# An event is late when the user's window is full and the event is no newer than the
+# window's oldest: its id may have left the window, so applying it could apply it twice.
+# An event newer than every applied one is appended (one RPUSH and one ZADD per user). Any
+# other goes where its time puts it: the events after it are the list's last ones, as many
+# as the window holds with a later time.
+APPLY_LUA = """
+local max_history, window, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local function push(command, key, values)
+  local reply = 0
+  for i = 1, #values, 1000 do
+    reply = redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+  return reply
+end
+
+local function insert(history, entry, newer)
+  local length = redis.call('LLEN', history)
+  if newer >= length then return redis.call('LPUSH', history, entry) end
+  local tail = redis.call('LRANGE', history, -newer, -1)
+  redis.call('LTRIM', history, 0, -newer - 1)
+  redis.call('RPUSH', history, entry)
+  return push('RPUSH', history, tail)
+end
+
+local function score_at(seen, rank)
+  local found = redis.call('ZRANGE', seen, rank, rank, 'WITHSCORES')
+  return found[2] and tonumber(found[2])
+end
+
+local function refresh_ttl(history, seen, profile)
+  -- once the history's TTL has run down by a thirtieth, not on every batch: one call, not three
+  if ttl > 0 and redis.call('TTL', history) < ttl - math.floor(ttl / 30) then
+    redis.call('EXPIRE', history, ttl)
+    redis.call('EXPIRE', seen, ttl)
+    redis.call('EXPIRE', profile, ttl)
+  end
+end
+
+local function apply_user(history, seen, profile, first, n)
+  -- the window's newest and (when full) oldest scores; it is trimmed once full, so it may
+  -- briefly hold more than `window` ids
+  local newest, floor = score_at(seen, -1), score_at(seen, -window)
+  local duplicates, late, batch, entries, scored = {}, {}, {}, {}, {}
+  local length, added = 0, 0
+  local function flush()
+    if #entries > 0 then length = push('RPUSH', history, entries) end
+    if #scored > 0 then push('ZADD', seen, scored) end
+    entries, scored = {}, {}
+  end
+  for i = first, first + 3 * (n - 1), 3 do
+    local id, time, entry = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+    if batch[id] or redis.call('ZSCORE', seen, id) then
+      duplicates[#duplicates + 1] = id
+    elseif floor and time <= floor then
+      late[#late + 1] = id
+    elseif newest == nil or time >= newest then
+      entries[#entries + 1] = entry
+      scored[#scored + 1] = ARGV[i + 1]
+      scored[#scored + 1] = id
+      newest, batch[id], added = time, true, added + 1
+    else
+      flush()
+      length = insert(history, entry, redis.call('ZCOUNT', seen, '(' .. ARGV[i + 1], '+inf'))
+      redis.call('ZADD', seen, ARGV[i + 1], id)
+      batch[id], added = true, added + 1
+    end
+  end
+  flush()
+  if length > max_history then redis.call('LTRIM', history, -max_history, -1) end
+  if floor and added > 0 then redis.call('ZREMRANGEBYRANK', seen, 0, -window - 1) end
+  refresh_ttl(history, seen, profile)
+  return {duplicates, late}
+end
+
+local replies, at = {}, 4
+for k = 1, #KEYS, 3 do
+  local n = tonumber(ARGV[at])
+  replies[#replies + 1] = apply_user(KEYS[k], KEYS[k + 1], KEYS[k + 2], at + 1, n)
+  at = at + 1 + 3 * n
+end
+return replies
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the listed versions ask of histories: the longest max_history, and every item-side
+    field any of them declares (an event may carry those)."""
+
+    max_history: int
+    side_fields: frozenset[str]
+
+
+def read_limits(client: RedisClient, ns: str, fallback: int) -> Limits:
+    versions = [v.decode() for v in client.zrange(keys.versions_key(ns), 0, -1)]
+    manifest_keys = [keys.manifest_key(ns, v) for v in versions]
+    raw = (client.mget_nonatomic if is_cluster(client) else client.mget)(manifest_keys)
+    manifests = [m for m in map(_manifest, raw) if m is not None]
+    if not manifests:
+        return Limits(fallback, frozenset())
+    sides = frozenset(f.name for m in manifests for f in m.schema.side_fields)
+    return Limits(max(m.max_history for m in manifests), sides)
+
+
+def _manifest(raw: bytes | None) -> Manifest | None:
+    try:
+        return None if raw is None else Manifest.from_json(raw)
+    except ValueError as error:  # a version this worker cannot read does not stop the others
+        log.warning("skipping an unreadable manifest: %s", error)
+        return None
+
+
+@dataclass
+class Entry:
+    """A valid entry waiting to be applied."""
+
+    stream_id: str
+    fields: dict
+    event: Event
+
+    @property
+    def order(self) -> tuple[float, int, int]:
+        ms, _, seq = self.stream_id.partition("-")
+        return self.event.time, int(ms), int(seq)
+
+
+@dataclass
+class Batch:
+    ids: list[str] = field(default_factory=list)  # every entry read, acknowledged at the end
+    by_user: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
+    dead: list[tuple[str, dict, str]] = field(default_factory=list)  # (id, fields, reason)
+
+
+def parse_batch(entries: list, limits: Limits, max_id_length: int) -> Batch:
+    """Valid entries grouped by user, each user's sorted by (time, stream id); the others
+    bound for the dead-letter stream with their reason."""
+    batch = Batch()
+    for raw_id, fields in entries:
+        stream_id = raw_id.decode()
+        batch.ids.append(stream_id)
+        if not fields:  # trimmed from the stream while pending: nothing left to apply
+            continue
+        try:
+            event = validate_event(fields, limits.side_fields, max_id_length)
+        except EventError as error:
+            batch.dead.append((stream_id, fields, f"invalid: {error}"))
+            continue
+        batch.by_user[event.user_id].append(Entry(stream_id, fields, event))
+    for user_entries in batch.by_user.values():
+        user_entries.sort(key=lambda entry: entry.order)
+    return batch
+
+
+@dataclass
+class Applied:
+    applied: list[Entry] = field(default_factory=list)
+    duplicates: int = 0
+    dead: list[tuple[str, dict, str]] = field(default_factory=list)
+
+
+class Applier:
+    """Runs the apply script for every user of a batch in one pipelined round trip (one per
+    node on a cluster), each call covering up to EVENTS_PER_CALL events of users that share
+    a hash slot."""
+
+    def __init__(self, client: RedisClient, settings: IngestSettings) -> None:
+        self.client, self.settings = client, settings
+        self.script = client.register_script(APPLY_LUA)
+        self.cluster = is_cluster(client)
+
+    def apply(self, batch: Batch, max_history: int) -> Applied:
+        result = Applied()
+        self._apply_calls(plan_calls(batch.by_user, self._group_of), batch, max_history, result)
+        return result
+
+    def _group_of(self, user: str) -> int:
+        """Users that one call may cover together: on a cluster, those of one hash slot."""
+        key = keys.history_key(self.settings.namespace, user)
+        return key_slot(key.encode()) if self.cluster else 0
+
+    def _apply_calls(self, calls, batch: Batch, max_history: int, result: Applied, depth=0):
+        retry, loaded = [], False
+        for users, reply in zip(calls, self._run(calls, batch, max_history), strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError) and depth < 2:
+                loaded = loaded or bool(self.client.script_load(APPLY_LUA))  # an empty cache
+                retry.append(users)
+            elif isinstance(reply, redis.exceptions.ResponseError) and len(users) > 1:
+                retry += [[user] for user in users]  # one at a time, to find the user at fault
+            else:
+                self._collect(result, batch, users, reply)
+        if retry:  # users applied before a failure count as duplicates the second time
+            self._apply_calls(retry, batch, max_history, result, depth + 1)
+
+    def _run(self, calls: list[list[str]], batch: Batch, max_history: int) -> list:
+        s, ns = self.settings, self.settings.namespace
+        head = [max_history, s.dedupe_window, s.history_ttl_s]
+        pipe = self.client.pipeline(transaction=False)
+        for users in calls:
+            user_keys, arguments = [], list(head)
+            for user in users:
+                user_keys += keys.user_keys(ns, user)
+                entries = batch.by_user[user]
+                arguments += [len(entries), *_arguments(entries)]
+            # EVALSHA by name: redis-py refuses its evalsha method in a cluster pipeline
+            pipe.execute_command("EVALSHA", self.script.sha, len(user_keys), *user_keys, *arguments)
+        return pipe.execute(raise_on_error=False)
+
+    @staticmethod
+    def _collect(result: Applied, batch: Batch, users: list[str], reply) -> None:
+        if isinstance(reply, redis.exceptions.ResponseError) and "WRONGTYPE" in str(reply):
+            [user] = users
+            dead = [(e.stream_id, e.fields, f"unappliable: {reply}") for e in batch.by_user[user]]
+            result.dead += dead
+            return
+        if isinstance(reply, Exception):
+            raise reply
+        for user, (duplicates, late) in zip(users, reply, strict=True):
+            entries = batch.by_user[user]
+            if duplicates or late:
+                _sort_out(result, entries, duplicates, late)
+            else:
+                result.applied += entries
+
+
+def plan_calls(by_user: dict[str, list[Entry]], group_of) -> list[list[str]]:
+    """Users in calls of at most EVENTS_PER_CALL events (a user's batch is never split), each
+    call within one group: a script call holds Redis for its whole run."""
+    groups: dict[int, list[str]] = defaultdict(list)
+    for user in by_user:
+        groups[group_of(user)].append(user)
+    calls = []
+    for users in groups.values():
+        call, events = [], 0
+        for user in users:
+            if call and events + len(by_user[user]) > EVENTS_PER_CALL:
+                calls.append(call)
+                call, events = [], 0
+            call.append(user)
+            events += len(by_user[user])
+        calls.append(call)
+    return calls
+
+
+def _sort_out(result: Applied, entries: list[Entry], duplicates: list, late: list) -> None:
+    """Which of a user's entries were applied, given the ids the script skipped."""
+    repeats = Counter(member.decode() for member in duplicates)
+    late_ids = {member.decode() for member in late}
+    result.duplicates += repeats.total()
+    applied = []
+    for entry in reversed(entries):  # of one id, the copies after the first are the repeats
+        member = entry.event.dedupe_id(entry.stream_id)
+        if member in late_ids:
+            result.dead.append((entry.stream_id, entry.fields, "late"))
+        elif repeats[member]:
+            repeats[member] -= 1
+        else:
+            applied.append(entry)
+    result.applied += reversed(applied)
+
+
+def _arguments(entries: list[Entry]) -> list[str]:
+    arguments = []
+    for entry in entries:
+        event = entry.event
+        arguments += [event.dedupe_id(entry.stream_id), repr(event.time), event.behaviour()]
+    return arguments
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class Worker:
+    """One ctr-ingest process: a consumer loop per stream partition, each on its own thread,
+    and the lag metrics on the calling thread."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        client: RedisClient | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        block_s = settings.ingest_block_ms / 1000
+        self.client = client or connect_redis(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            password=settings.password(),
+            timeout_s=settings.redis_timeout_s + block_s,  # a blocking read must not time out
+        )
+        self.metrics = metrics or IngestMetrics()
+        self.applier = Applier(self.client, settings)
+        self.streams = stream_keys(settings.namespace, settings.stream_partitions)
+        self.heartbeat = Heartbeat(
+            max(60.0, 3 * (block_s + settings.redis_timeout_s) + BACKOFF_S[1])
+        )
+        self.failed = False  # a consumer loop died of something other than Redis
+        self.limits: Limits | None = None  # nothing is applied before the manifests are read
+        self._limits_read_at = float("-inf")
+        self._limits_lock = threading.Lock()
+
+    # ------------------------------------------------------------ one batch
+
+    def current_limits(self) -> Limits:
+        """The listed versions' limits, re-read every CTR_INGEST_REFRESH_S by one thread."""
+        with self._limits_lock:
+            if time.monotonic() - self._limits_read_at >= self.settings.ingest_refresh_s:
+                s = self.settings
+                self.limits = read_limits(self.client, s.namespace, s.ingest_max_history_fallback)
+                self._limits_read_at = time.monotonic()
+            return self.limits
+
+    def handle(self, stream: str, entries: list) -> None:
+        """Apply a batch read from `stream`, dead-letter what cannot be applied, then ack."""
+        limits = self.current_limits()
+        batch = parse_batch(entries, limits, self.settings.max_id_length)
+        result = self.applier.apply(batch, limits.max_history)
+        dead = batch.dead + result.dead
+        if dead:
+            self._dead_letter(stream, dead)
+        if batch.ids:
+            self.client.xack(stream, self.settings.ingest_group, *batch.ids)
+        self._count(result, dead)
+
+    def _dead_letter(self, stream: str, dead: list[tuple[str, dict, str]]) -> None:
+        """Before the ack, in its own round trip: on a cluster the dead-letter stream may live
+        on another node, and an ack must never land without it."""
+        pipe = self.client.pipeline(transaction=False)
+        target, maxlen = (
+            keys.dead_letter_key(self.settings.namespace),
+            self.settings.ingest_dead_letter_maxlen,
+        )
+        for stream_id, fields, reason in dead:
+            record = {_bytes(k): v for k, v in fields.items()}
+            record |= {b"reason": reason.encode(), b"source": f"{stream} {stream_id}".encode()}
+            pipe.xadd(target, record, maxlen=maxlen, approximate=True)
+        pipe.execute()
+
+    def _count(self, result: Applied, dead: list[tuple[str, dict, str]]) -> None:
+        m, now_ms = self.metrics, time.time() * 1000
+        m.applied.inc(len(result.applied))
+        m.duplicates.inc(result.duplicates)
+        for _, _, reason in dead:
+            m.dead_letters.labels(reason=reason.partition(":")[0]).inc()
+            if reason == "late":
+                m.late.inc()
+        for entry in result.applied:
+            m.apply_delay.observe(max(0.0, now_ms - stream_id_ms(entry.stream_id)) / 1000)
+
+    # ------------------------------------------------------------ the loops
+
+    def alive(self) -> bool:
+        return self.heartbeat.alive()
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume every stream until `stop` is set (each loop ends after its batch); record
+        the lag and trim acknowledged entries every STATS_INTERVAL_S meanwhile."""
+        consumers = [StreamConsumer(self, stream) for stream in self.streams]
+        threads = [
+            threading.Thread(target=c.run, args=(stop,), name=f"ingest {c.stream}")
+            for c in consumers
+        ]
+        for thread in threads:
+            thread.start()
+        while not stop.wait(STATS_INTERVAL_S):
+            self.tend_streams()
+        for thread in threads:
+            thread.join()
+
+    def drain(self) -> int:
+        """Apply everything the streams hold now, without blocking (tests, benchmarks)."""
+        consumers = [StreamConsumer(self, stream) for stream in self.streams]
+        for consumer in consumers:
+            consumer.ensure_group()
+        total = 0
+        while True:
+            reading_backlog = any(consumer.own_backlog for consumer in consumers)
+            handled = sum(consumer.step(block_ms=None) for consumer in consumers)
+            total += handled
+            if not handled and not reading_backlog:
+                break
+        return total
+
+    def tend_streams(self) -> None:
+        for stream in self.streams:
+            try:
+                self._tend(stream)
+            except REDIS_ERRORS as error:
+                self.metrics.redis_errors.labels(op="lag").inc()
+                log.warning("reading the lag of %s failed: %s", stream, error)
+
+    def _tend(self, stream: str) -> None:
+        groups = self.client.xinfo_groups(stream)
+        ours = [g for g in groups if _text(g["name"]) == self.settings.ingest_group]
+        if ours:
+            lag = group_lag(self.client, stream, ours[0])
+            record_lag(self.metrics, stream, lag, int(time.time() * 1000))
+        trim_acknowledged(self.client, stream, groups)
+
+
+def trim_acknowledged(client: RedisClient, stream: str, groups: list[dict]) -> None:
+    """Drop entries every group has acknowledged: those before each group's oldest pending
+    entry, or before its last delivered one when none is pending. Approximate (~), so Redis
+    frees whole nodes only."""
+    if not groups:
+        return
+    floor = min(_oldest_unacked(client, stream, group) for group in groups)
+    client.xtrim(stream, minid=floor, approximate=True)
+
+
+def _oldest_unacked(client: RedisClient, stream: str, group: dict) -> str:
+    oldest = None
+    if group["pending"]:  # None if acknowledged since XINFO answered
+        oldest = client.xpending(stream, _text(group["name"]))["min"]
+    return _text(oldest or group["last-delivered-id"])
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StreamConsumer:
+    """The loop of one stream: this consumer's own unacknowledged entries first (a restart
+    under the same name), entries claimed from consumers idle too long, then new entries."""
+
+    def __init__(self, worker: Worker, stream: str) -> None:
+        self.worker, self.stream, self.client = worker, stream, worker.client
+        s = worker.settings
+        self.group, self.name, self.count = s.ingest_group, s.ingest_consumer, s.ingest_batch
+        self.claim_idle_ms = s.ingest_claim_idle_ms
+        self.forget_idle_ms = s.ingest_claim_idle_ms + s.ingest_block_ms
+        self.has_group = False
+        self.own_backlog = True
+        self.claim_cursor = "0-0"
+        self.next_claim = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Until `stop`: Redis errors are waited out; anything else stops the whole worker
+        (its process exits non-zero, to be restarted) rather than leave a stream unread."""
+        try:
+            self._loop(stop)
+        except Exception:
+            log.exception("%s: the consumer loop failed", self.stream)
+            self.worker.failed = True
+            stop.set()
+
+    def _loop(self, stop: threading.Event) -> None:
+        delay, heartbeat = BACKOFF_S[0], self.worker.heartbeat
+        while not stop.is_set():
+            heartbeat.beat(self.stream)
+            try:
+                if not self.has_group:
+                    self.ensure_group()
+                self.step(self.worker.settings.ingest_block_ms)
+                delay = BACKOFF_S[0]
+            except REDIS_ERRORS as error:
+                self._failed(error)
+                stop.wait(delay)
+                delay = min(2 * delay, BACKOFF_S[1])
+
+    def step(self, block_ms: int | None) -> int:
+        """Handle one batch: claimed, else read (waiting up to block_ms; None: no wait)."""
+        entries = self.claim() or self.read(block_ms)
+        if entries:
+            self.worker.handle(self.stream, entries)
+        return len(entries)
+
+    def ensure_group(self) -> None:
+        """From the stream's first entry: events XADDed before any worker ran are applied."""
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self.has_group = True
+
+    def read(self, block_ms: int | None) -> list:
+        start = "0" if self.own_backlog else ">"
+        block = None if self.own_backlog else block_ms
+        reply = self.client.xreadgroup(
+            self.group, self.name, {self.stream: start}, count=self.count, block=block
+        )
+        entries = reply[0][1] if reply else []
+        if self.own_backlog and not entries:
+            self.own_backlog = False
+        return entries
+
+    def claim(self) -> list:
+        """Entries idle past CTR_INGEST_CLAIM_IDLE_MS (their consumer died), a batch at a
+        time; after each full pass, forget consumers that left nothing pending."""
+        if time.monotonic() < self.next_claim:
+            return []
+        reply = self.client.xautoclaim(
+            self.stream, self.group, self.name, self.claim_idle_ms, self.claim_cursor, self.count
+        )
+        self.claim_cursor = _text(reply[0])
+        if self.claim_cursor == "0-0":
+            self.next_claim = time.monotonic() + self.claim_idle_ms / 2000
+            self._forget_idle_consumers()
+        return reply[1]
+
+    def _forget_idle_consumers(self) -> None:
+        for consumer in self.client.xinfo_consumers(self.stream, self.group):
+            name = _text(consumer["name"])
+            idle = consumer["idle"] > self.forget_idle_ms
+            if idle and not consumer["pending"] and name != self.name:
+                self.client.xgroup_delconsumer(self.stream, self.group, name)
+
+    def _failed(self, error: Exception) -> None:
+        """Whatever was read and not acknowledged is read back from the start; a deleted
+        stream or group (a flushed Redis) is created again."""
+        self.own_backlog = True
+        self.has_group = self.has_group and "NOGROUP" not in str(error)
+        self.worker.metrics.redis_errors.labels(op="consume").inc()
+        log.warning("%s: %s: %s, backing off", self.stream, type(error).__name__, error)

@@ -7,6 +7,7 @@ runs only the dense part, on vectors it fetched, so the two halves must agree ex
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import asdict, dataclass, field
 
@@ -130,6 +131,20 @@ class ActivationUnit(nn.Module):
         per_behaviour = k @ (w_k - w_d).T + self.first.bias  # (B, T, H)
         pairwise = (q.unsqueeze(2) * k.unsqueeze(1)) @ w_p.T  # (B, C, T, H)
         return pairwise + per_candidate.unsqueeze(2) + per_behaviour.unsqueeze(1)
+
+
+@contextlib.contextmanager
+def split_first_layer(model: nn.Module):
+    """Train with the first attention layer split (the same maths, about half the work);
+    evaluation and the parity checks keep the plain concat form as their reference."""
+    units = [m for m in model.modules() if isinstance(m, ActivationUnit)]
+    for unit in units:
+        unit.split = True
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.split = False
 
 
 class DenseDIN(nn.Module):

@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 RUN    := .run
 PORT   ?= 8000
 
-.PHONY: venv test lint browser demo stop bench bench-quality bench-ingest ingest soak clean
+.PHONY: venv test lint browser demo stop bench bench-quality bench-peers bench-ingest ingest soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,13 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python -m bench.quality
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[export,bench]'
+	touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)
+	$(BIN)/python -m bench.peers
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest

@@ -15,9 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from app.explain import NoAttention, explain_request
+from app.pipeline import NoModel
 from app.requests import parse_request
 from app.schemas import ReadyResponse
-from app.scoring import NoModel
 from app.state import AppState
 from core.redis_conn import REDIS_ERRORS
 

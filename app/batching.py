@@ -16,7 +16,7 @@ import anyio
 import numpy as np
 
 from app.metrics import Metrics
-from app.scoring import Prepared
+from app.pipeline import Prepared
 from core import graph
 
 

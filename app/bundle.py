@@ -44,7 +44,7 @@ class LoadedBundle:
         return self.scorer.provider
 
 
-def load_bundle(client: RedisClient, ns: str, version: str, device: str, threads: int):
+def load_version(client: RedisClient, ns: str, version: str, device: str, threads: int):
     """Read, check and warm up a version. Redis errors propagate; bad bundles are refused."""
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.manifest_key(ns, version))

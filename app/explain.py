@@ -9,7 +9,7 @@ import numpy as np
 
 from app.bundle import LoadedBundle
 from app.inputs import Lookup
-from app.scoring import Prepared, ScoringService
+from app.pipeline import Prepared, ScoringService
 
 
 class NoAttention(RuntimeError):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ROUTES = {"/v1/score": "score", "/v1/explain": "explain", "/v1/events": "events"}  # the ctr_requests_total route label
+ROUTES = {
+    "/v1/score": "score",
+    "/v1/explain": "explain",
+    "/v1/events": "events",
+}  # the ctr_requests_total route label
 
 
 class BodySizeLimit:

@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from app.api import JsonEndpoint, handle_explain, handle_score, router, validation_failed
 from app.config import Settings
-from app.events import handle_events
 from app.contract import OpenApiDocument, contract_routes
+from app.events import handle_events
 from app.limits import BodySizeLimit
 from app.logs import configure_logging
 from app.requests import build_request_models

@@ -15,8 +15,8 @@ from app.cache import RowCache
 from app.config import Settings
 from app.features import RowFetcher
 from app.metrics import Metrics
+from app.pipeline import ScoringService
 from app.requests import RequestModels
-from app.scoring import ScoringService
 from app.watcher import BundleWatcher
 from core.redis_conn import RedisClient, connect_redis
 

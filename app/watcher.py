@@ -14,7 +14,7 @@ import threading
 import time
 
 from app.arms import ArmStats
-from app.bundle import BundleHolder, LoadedBundle, load_bundle
+from app.bundle import BundleHolder, LoadedBundle, load_version
 from app.cache import RowCache
 from app.metrics import Metrics
 from core import keys
@@ -177,7 +177,7 @@ class BundleWatcher:
     def _try_load(self, version: str) -> LoadedBundle | None:
         """The checked, warmed-up bundle, or None when the version is refused."""
         try:
-            return load_bundle(self.client, self.ns, version, self.device, self.threads)
+            return load_version(self.client, self.ns, version, self.device, self.threads)
         except REDIS_ERRORS:
             raise
         except Exception as error:  # anything else about this version: refuse it

@@ -1,13 +1,14 @@
 """Model quality: DIN vs the sum-pooling BaseModel, and what float16 rows cost in accuracy.
 
-Full MovieLens-100K with its fixed user split (seed 0); each model is trained with seeds 0
-and 1 (TrainConfig defaults: 4 epochs, the epoch with the best validation GAUC kept) and
-scored on the test users. For DIN, the fp16 change is measured by rounding the item and
-category embedding tables to float16 and scoring the test set again. That equals publishing
-float16 rows: a served row is the item embedding followed by its category's, each value
-rounded on its own, and the ONNX graph matches PyTorch to 1e-5.
+MovieLens-100K built by the project's own pipeline (`TrainJob` / `prepare_samples`, the
+schema's fixed user split); each model is trained with seeds 0 and 1 (the job's defaults:
+4 epochs, batch 128, the epoch with the best validation GAUC kept) and scored on the test
+users. For DIN, the fp16 change is measured by rounding every embedding table to float16 and
+scoring the test set again. That equals publishing float16 rows: a served row is its fields'
+embeddings side by side, each value rounded on its own, and the ONNX graph matches PyTorch
+to 1e-5.
 
-    make bench-quality             # or: python -m bench.quality   (about 1.5 minutes)
+    make bench-quality             # or: python -m bench.quality   (a few minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -18,21 +19,32 @@ import time
 import numpy as np
 import torch
 
-from bench.common import write_json
+from bench.common import RESULTS_DIR, write_json
 from bench.report import print_table
-from export.data import Dataset, load_movielens
-from export.job import LABELS, POOLINGS
-from export.model import DIN, DINConfig
+from export.job import LABELS, TrainJob, model_config, prepare_samples
+from export.model import DIN
+from export.samples import SampleSet
 from export.train import TrainConfig, evaluate, train_model
 
 SEEDS = (0, 1)
-MODELS = {LABELS[name]: POOLINGS[name] for name in LABELS}  # {"DIN": "attention", ...}
+SAMPLES_DIR = RESULTS_DIR / "quality-samples"
 
 
-def train_one(dataset: Dataset, pooling: str, seed: int) -> tuple[DIN, dict]:
+def quality_job(max_users: int | None = None) -> TrainJob:
+    return TrainJob(
+        out=RESULTS_DIR / "quality-bundle",  # not written: only the samples are built
+        samples_dir=SAMPLES_DIR,
+        max_users=max_users,
+        progress=False,
+    )
+
+
+def train_one(samples: SampleSet, job: TrainJob, name: str, seed: int) -> tuple[DIN, dict]:
     started = time.perf_counter()
-    config = DINConfig(n_items=dataset.n_items, n_cats=dataset.n_cats, pooling=pooling)
-    result = train_model(dataset, config, TrainConfig(seed=seed, progress=False))
+    train_config = TrainConfig(
+        epochs=job.epochs, seed=seed, batch_size=job.batch_size, progress=False
+    )
+    result = train_model(samples, model_config(samples, name, job), train_config)
     entry = {
         "seed": seed,
         "test": result.test,
@@ -46,13 +58,13 @@ def fp16_rows(model: DIN) -> DIN:
     """A copy whose embedding tables hold float16-rounded values (as float32)."""
     rounded = copy.deepcopy(model)
     with torch.no_grad():
-        for table in (rounded.item_emb, rounded.cat_emb):
+        for table in rounded.embeddings.values():
             table.weight.copy_(table.weight.half().float())
     return rounded
 
 
-def fp16_change(model: DIN, dataset: Dataset, fp32: dict[str, float], seed: int) -> dict:
-    fp16 = evaluate(fp16_rows(model), dataset.test)
+def fp16_change(model: DIN, samples: SampleSet, fp32: dict[str, float], seed: int) -> dict:
+    fp16 = evaluate(fp16_rows(model), samples, "test")
     return {
         "seed": seed,
         "fp32": fp32,
@@ -62,15 +74,16 @@ def fp16_change(model: DIN, dataset: Dataset, fp32: dict[str, float], seed: int)
     }
 
 
-def run_quality() -> dict:
-    dataset = load_movielens(seed=0)
-    results: dict = {"models": {name: [] for name in MODELS}, "fp16": []}
-    for name, pooling in MODELS.items():
-        for seed in SEEDS:
-            model, entry = train_one(dataset, pooling, seed)
-            results["models"][name].append(entry)
-            if name == "DIN":
-                results["fp16"].append(fp16_change(model, dataset, entry["test"], seed))
+def run_quality(job: TrainJob | None = None, seeds: tuple[int, ...] = SEEDS) -> dict:
+    job = job or quality_job()
+    samples = prepare_samples(job)
+    results: dict = {"models": {LABELS[name]: [] for name in LABELS}, "fp16": []}
+    for name, label in LABELS.items():
+        for seed in seeds:
+            model, entry = train_one(samples, job, name, seed)
+            results["models"][label].append(entry)
+            if name == "din":
+                results["fp16"].append(fp16_change(model, samples, entry["test"], seed))
     results["means"] = {name: mean_metrics(runs) for name, runs in results["models"].items()}
     results["fp16_mean"] = {
         key: float(np.mean([r[key] for r in results["fp16"]]))
@@ -139,7 +152,7 @@ def main() -> None:
     results = run_quality()
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     print_table("MovieLens-100K test users: DIN vs BaseModel", MODEL_HEADER, model_rows(results))
-    print_table("DIN with float16 item/cat rows", FP16_HEADER, fp16_rows_table(results))
+    print_table("DIN with float16 embedding rows", FP16_HEADER, fp16_rows_table(results))
     path = write_json("quality.json", results)
     print(f"\nwrote {path}; total {results['total_seconds']:.0f} s")
 

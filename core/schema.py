@@ -193,9 +193,7 @@ def parse_data(raw: Any, source: str, base: Path) -> DataSpec:
 def parse_features(
     raw: dict, source: str, user_id_field: str | None, *, strict: bool = True
 ) -> FeatureSchema:
-    known = (
-        _only if strict else lambda r, allowed, _s, where: forward_compatible(r, allowed, where)
-    )
+    known = _only if strict else lambda r, allowed, _s, where: forward_compatible(r, allowed, where)
     features = known(
         _mapping(raw.get("features"), source, "features"), set(KINDS), source, "features"
     )

@@ -106,7 +106,7 @@ def finish_training(job: TrainJob, samples: SampleSet, results: dict[str, TrainR
         title=(job.schema or Path("MovieLens-100K")).stem,
     )
     served = results[LABELS[job.model]]
-    metrics = summarise(results, LABELS[job.model]) | {"seed": job.seed}
+    metrics = served_metrics(results, LABELS[job.model]) | {"seed": job.seed}
     bundle = build_bundle(served.model, samples, metrics, report=report)
     save_bundle_atomically(bundle, job.out)
     log.info("bundle and training report saved to %s", job.out)
@@ -134,7 +134,7 @@ def model_config(samples: SampleSet, model: str, job: TrainJob) -> DINConfig:
     )
 
 
-def summarise(results: dict[str, TrainResult], served: str) -> dict:
+def served_metrics(results: dict[str, TrainResult], served: str) -> dict:
     """The served model's metrics at its best epoch, and each baseline's as baseline_*."""
     result = results[served]
     metrics = {f"test_{k}": v for k, v in result.test.items()}

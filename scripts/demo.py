@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 
 from app.requests import EXAMPLE_REQUEST
-from core.local_redis import LocalRedis, free_port
-from core.local_service import LocalService
+from devtools.local_redis import LocalRedis, free_port
+from devtools.local_service import LocalService
 from export.movielens import prepare_movielens
 
 RUN_DIR = Path(".run")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.local_redis import LocalRedis
 from core.redis_conn import connect_redis
 from core.schema import load_schema_file
+from devtools.local_redis import LocalRedis
 from export.bundle import build_bundle
 from export.job import POOLINGS
 from export.model import DINConfig

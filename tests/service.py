@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from core.local_service import LocalService, wait_ready
+from devtools.local_service import LocalService, wait_ready
 
 
 @contextmanager

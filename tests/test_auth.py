@@ -16,8 +16,8 @@ import httpx
 import pytest
 import redis
 
-from core.local_redis import LocalRedis, TlsFiles, redis_server_binaries
 from core.redis_conn import connect_redis
+from devtools.local_redis import LocalRedis, TlsFiles, redis_server_binaries
 from export.bundle import save_bundle
 from export.publish import publish_bundle
 from tests.service import in_process, service_process

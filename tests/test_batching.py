@@ -5,9 +5,9 @@ import httpx
 import numpy as np
 
 from app.batching import pad_batch, run_group
-from app.bundle import load_bundle
+from app.bundle import load_version
 from app.inputs import Lookup
-from app.scoring import Prepared
+from app.pipeline import Prepared
 from core import graph
 from export.live import load_from_samples
 from export.publish import publish_bundle
@@ -34,7 +34,7 @@ def prepared(bundle, n_cand: int, n_hist: int, seed: int) -> Prepared:
 def test_a_padded_batch_scores_each_user_like_a_batch_of_one(redis_client, ns):
     bundle = synthetic_bundle(40, schema=RICH_SCHEMA)
     version = publish_bundle(redis_client, ns, bundle, progress=False).version
-    loaded = load_bundle(redis_client, ns, version, "cpu", 1)
+    loaded = load_version(redis_client, ns, version, "cpu", 1)
     shapes = [(3, 7), (10, 1), (1, 0), (5, 12)]
     jobs = [prepared(loaded, c, t, k) for k, (c, t) in enumerate(shapes)]
     feeds = pad_batch(jobs)

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from core import keys
-from core.local_service import LocalService
+from devtools.local_service import LocalService
 from export.canary import abort_canary as abort
 from export.canary import promote, read_canary, start_canary
 from export.publish import publish_bundle

@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from app.bundle import load_bundle
+from app.bundle import load_version
 from app.cache import RowCache
 from app.features import RowFetcher
 from core import keys
-from core.local_redis import LocalRedisCluster
 from core.redis_conn import connect_redis
 from core.rows import encode_rows
+from devtools.local_redis import LocalRedisCluster
 from export import gc
 from export.live import load_from_samples
 from export.publish import publish_bundle
@@ -78,7 +78,7 @@ def test_cluster_serves_the_same_scores_as_a_single_node(
 def test_cluster_fetch_sends_one_mget_per_slot_to_the_owning_node(cluster, cluster_client, ns):
     small = synthetic_bundle(400)
     version = publish_bundle(cluster_client, ns, small, progress=False).version
-    loaded = load_bundle(cluster_client, ns, version, "cpu", 1)
+    loaded = load_version(cluster_client, ns, version, "cpu", 1)
     fetcher = RowFetcher(cluster_client, ns, RowCache(0))
     ids = [str(i) for i in small.tables["item"].ids[:150]]
     for node in cluster.nodes:

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from core.local_redis import LocalRedis
 from core.redis_conn import connect_redis
+from devtools.local_redis import LocalRedis
 from export.live import load_from_samples
 from export.publish import publish_bundle
 from tests.service import in_process, service_process

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core import keys
-from core.local_service import LocalService
+from devtools.local_service import LocalService
 from export.publish import publish_bundle
 from export.train import predict
 from export.update import update_rows

@@ -28,10 +28,10 @@ from redis.crc import key_slot
 from app.events import handle_events
 from app.metrics import Metrics
 from core import events, keys
-from core.local_redis import LocalRedis, LocalRedisCluster, free_port, stop_process
 from core.manifest import Manifest
 from core.redis_conn import RedisClient, connect_redis
 from core.schema import two_field_schema
+from devtools.local_redis import LocalRedis, LocalRedisCluster, free_port, stop_process
 from ingest.config import IngestSettings
 from ingest.metrics import serve_http
 from ingest.worker import EVENTS_PER_CALL, Batch, Worker, parse_batch, plan_calls, read_limits

@@ -187,12 +187,12 @@ def test_update_rows_rewrites_rows_and_announces_them(redis_client, ns):
 
 
 def test_updating_a_probe_row_keeps_the_version_loadable(redis_client, ns):
-    from app.bundle import load_bundle
+    from app.bundle import load_version
 
     manifest = publish_bundle(redis_client, ns, synthetic_bundle(30), progress=False)
     probe = manifest.probe_ids["f:cat"][0]
     update_rows(redis_client, ns, "cat", [probe], np.full((1, 18), 2.0, np.float32))
-    assert load_bundle(redis_client, ns, manifest.version, "cpu", 1).version == manifest.version
+    assert load_version(redis_client, ns, manifest.version, "cpu", 1).version == manifest.version
     activate_version(redis_client, ns, manifest.version)
     assert redis_client.get(keys.rows_epoch_key(ns, manifest.version)) == b"1"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from core.local_redis import free_port, stop_process
+from devtools.local_redis import free_port, stop_process
 
 
 def wait_ready(

@@ -59,7 +59,7 @@ def redis_url(given: str | None):
     if given:
         yield given
         return
-    from core.local_redis import LocalRedis
+    from devtools.local_redis import LocalRedis
 
     server = LocalRedis().start()
     try:

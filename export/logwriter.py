@@ -25,9 +25,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from core.schema import example_schema
+
 log = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "examples" / "synthetic.yaml"
+TEMPLATE = example_schema("synthetic.yaml")
 AGES = np.array(["<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"])
 GENDERS = np.array(["F", "M"])
 DEVICES = np.array(["mobile", "desktop", "tablet"])

@@ -21,13 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.schema import example_schema
+
 log = logging.getLogger(__name__)
 
 RECBOLE = "recbole==1.2.1"
 INSIDE_WHEEL = "recbole/dataset_example/ml-100k/ml-100k.{}"
 RAW_FILES = ("inter", "item", "user")
 DEFAULT_DATA_DIR = Path("data")
-EXAMPLE_SCHEMA = Path(__file__).resolve().parent.parent / "examples" / "movielens-100k.yaml"
+EXAMPLE_SCHEMA = example_schema("movielens-100k.yaml")
 TABLES = ("events.parquet", "items.parquet", "users.parquet")
 AGE_EDGES = np.array([18, 25, 35, 45, 50, 56])  # the MovieLens-1M age groups
 AGE_BUCKETS = np.array(["<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"])

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
-from core.events import DEFAULT_GROUP, MAX_PARTITIONS
-from core.redis_conn import read_password
+from app.config import StoreSettings
+from core.events import DEFAULT_GROUP
 
 DAY_S = 86_400
 
@@ -25,20 +23,11 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class IngestSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CTR_", extra="ignore")
+class IngestSettings(StoreSettings):
+    """The store's settings (shared with the service) and the worker's own."""
 
-    redis_url: str = Field("redis://localhost:6379/0", description="redis:// or rediss:// URL")
-    redis_cluster: bool = Field(False, description="treat redis_url as a Redis Cluster node")
-    redis_password: SecretStr | None = Field(None, description="Redis AUTH password")
-    redis_password_file: Path | None = Field(None, description="file holding the password")
     redis_timeout_s: float = Field(
         2.0, gt=0, description="per-command Redis timeout (a blocking read adds its block time)"
-    )
-    namespace: str = Field("din", min_length=1, description="key prefix of the bundles")
-    max_id_length: int = Field(64, ge=1, description="characters per raw id or field value")
-    stream_partitions: int = Field(
-        1, ge=1, le=MAX_PARTITIONS, description="behaviour streams; a user's events use one"
     )
     ingest_group: str = Field(DEFAULT_GROUP, min_length=1, description="consumer group")
     ingest_consumer: str = Field(
@@ -63,8 +52,3 @@ class IngestSettings(BaseSettings):
     ingest_dead_letter_maxlen: int = Field(
         1_000_000, ge=1, description="dead-letter stream length kept (approximately)"
     )
-    log_level: str = Field("INFO", description="root log level")
-
-    def password(self) -> str | None:
-        secret = self.redis_password.get_secret_value() if self.redis_password else None
-        return read_password(secret, self.redis_password_file, env={})

@@ -399,20 +399,30 @@ def _memory_limit() -> str:
 
 
 def _plan_log(schema_file: SchemaFile, con: duckdb.DuckDBPyConnection) -> _Plan:
-    data, schema = schema_file.data, schema_file.features
+    data = schema_file.data
     log_table = _open_table(con, data.log)
     items = _open_table(con, data.items) if data.items else None
     users = _open_table(con, data.users) if data.users else None
+    plan = plan_columns(schema_file, log_table, items, users)
+    _check_log_values(con, log_table, data, plan.time_kind)
+    if items is not None:
+        _check_side_table(con, items, data.item, "item")
+    if users is not None:
+        _check_side_table(con, users, data.user, "user")
+    return plan
+
+
+def plan_columns(
+    schema_file: SchemaFile, log_table: _Table, items: _Table | None, users: _Table | None
+) -> _Plan:
+    """The checks that need only the column types (any engine's, named as DuckDB names them):
+    raises LogError, else says where every field's values come from."""
+    data, schema = schema_file.data, schema_file.features
     time_kind = _check_log_columns(log_table, data)
     item_sources = _item_sources(schema, data, log_table, items)
     user_sources = _user_sources(schema, data, log_table, users)
     for spec in schema.context:
         _check_feature(log_table, spec.name, "context field")
-    _check_log_values(con, log_table, data, time_kind)
-    if items is not None:
-        _check_side_table(con, items, data.item, "item")
-    if users is not None:
-        _check_side_table(con, users, data.user, "user")
     return _Plan(log_table, items, users, item_sources, user_sources, time_kind)
 
 
@@ -428,16 +438,27 @@ def _open_table(con: duckdb.DuckDBPyConnection, path: Path) -> _Table:
 
 
 def _table_sql(path: Path) -> str:
+    kind, files = data_files(path)
+    if kind == "csv":
+        return f"read_csv({_literal(str(path))}, header = true)"
+    if path.is_dir():
+        return f"read_parquet([{', '.join(_literal(str(p)) for p in files)}])"
+    return f"read_parquet({_literal(str(path))})"
+
+
+def data_files(path: Path) -> tuple[str, list[Path]]:
+    """("parquet" or "csv", the files) of a data path. A folder's files are sorted: that is the
+    file order which breaks ties between a user's rows at the same time."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
         if not files:
             raise LogError(f"{path}: the folder holds no .parquet files")
-        return f"read_parquet([{', '.join(_literal(str(p)) for p in files)}])"
+        return "parquet", files
     name = path.name.lower()
     if name.endswith(".parquet"):
-        return f"read_parquet({_literal(str(path))})"
+        return "parquet", [path]
     if name.endswith((".csv", ".csv.gz")):
-        return f"read_csv({_literal(str(path))}, header = true)"
+        return "csv", [path]
     raise LogError(f"{path}: unsupported format: use .parquet, .csv or a folder of .parquet files")
 
 
@@ -920,9 +941,13 @@ def _eligible(label: np.ndarray, behaviours: str) -> np.ndarray:
 
 
 def _bucket_columns(folder: Path) -> dict[str, np.ndarray]:
-    """A bucket's rows, sorted by (user, time, file order)."""
+    """A bucket's rows, in any order."""
     table = pa.concat_tables([pq.read_table(f) for f in sorted(folder.glob("*.parquet"))])
-    columns = {name: table.column(name).to_numpy() for name in table.column_names}
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def _sort_rows(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows sorted by (user, time, file order)."""
     order = np.lexsort((columns["row"], columns["tkey"], columns["user"]))  # (N,)
     return {name: values[order] for name, values in columns.items()}
 
@@ -1013,12 +1038,25 @@ def _write_buckets(
 def _write_bucket(
     path: Path, out: Path, schema_file: SchemaFile, split_of_user: np.ndarray
 ) -> tuple[str, dict[str, list], np.ndarray]:
-    """One bucket, in its own frame so that its arrays are freed before the next is read.
-    Returns its shard name, its entries [file, rows, rows per row group] per split, and the
-    items of its fit rows."""
+    """One bucket, in its own frame so that its arrays are freed before the next is read."""
     bucket = int(path.name.split("=")[1])
+    return write_bucket_rows(_bucket_columns(path), bucket, out, schema_file, split_of_user)
+
+
+def write_bucket_rows(
+    columns: dict[str, np.ndarray],
+    bucket: int,
+    out: Path,
+    schema_file: SchemaFile,
+    split_of_user: np.ndarray,
+) -> tuple[str, dict[str, list], np.ndarray]:
+    """Window a bucket's encoded rows (whole users, in any order; the columns _partition_rows
+    writes) and write its live state and its split shards. Returns its shard name, its
+    entries [file, rows, rows per row group] per split, and the items of its fit rows."""
     shard, schema = f"part-{bucket:05d}.parquet", schema_file.features
-    batch = _bucket_samples(_bucket_columns(path), schema)
+    columns = _sort_rows(columns)  # rebound, then deleted: a bucket's columns are big
+    batch = _bucket_samples(columns, schema)
+    del columns
     pq.write_table(_latest_state(batch, schema), out / "latest" / shard)
     rng = np.random.default_rng([schema_file.split.seed, bucket])
     entries, fit_items = {}, np.zeros(0, np.int32)

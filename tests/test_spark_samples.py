@@ -22,12 +22,17 @@ from export.spark_samples import build_samples_spark, start_spark
 from tests.test_samples import BAD_LOGS, good_columns, make_schema, write
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
-QUICK_JVM = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}  # a short-lived JVM
+# a short-lived JVM on tiny data: quick JIT, 2 shuffle partitions, no re-planning
+TINY = {
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+    "spark.sql.shuffle.partitions": "2",
+    "spark.sql.adaptive.enabled": "false",
+}
 
 
 @pytest.fixture(scope="module")
 def spark():
-    session = start_spark("local[2]", "1g", QUICK_JVM)
+    session = start_spark("local[2]", "1g", TINY)
     yield session
     session.stop()
 

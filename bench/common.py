@@ -28,6 +28,7 @@ class Latency:
     spread_ms: tuple[float, float]  # lowest and highest p50 among the repeats
     calls: int  # timed calls per repeat
     repeats: int
+    best_ms: float = float("nan")  # the fastest single call: what a quiet moment allows
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,6 +44,7 @@ def summarise(runs: list[np.ndarray]) -> Latency:
         spread_ms=(min(p50s), max(p50s)),
         calls=min(len(run) for run in runs),
         repeats=len(runs),
+        best_ms=min(float(run.min()) for run in runs) * 1e3,
     )
 
 
@@ -75,6 +77,22 @@ def time_calls(
             run[i] = time.perf_counter() - started
         runs.append(run)
     return summarise(runs)
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int = 7, n: int = 40):
+    """Latency per candidate; each round times every candidate n times, in turn."""
+    runs: dict[str, list[np.ndarray]] = {name: [] for name in calls}
+    for fn in calls.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            seconds = np.empty(n)
+            for i in range(n):
+                started = time.perf_counter()
+                fn()
+                seconds[i] = time.perf_counter() - started
+            runs[name].append(seconds)
+    return {name: summarise(timed) for name, timed in runs.items()}
 
 
 def median(values: list[float]) -> float:

@@ -1,11 +1,12 @@
 """Section 6, the PyTorch eager baseline: the same trained DIN, scored on ids in-process.
 
-What a user would write without this system: in-memory nn.Embedding tables, and a batch of
-100 candidates each paired with the same 50-behaviour history, through DIN.forward under
-torch.no_grad(). `torch.set_num_threads(1)` matches the service's one onnxruntime thread; the
-default thread count is timed too. "broadcast" runs the exported graph's maths in eager mode
-(one history, broadcast over the candidates, first layer split), to separate the runtime
-from the formulation. Concurrency 8 runs 8 Python threads, each calling forward in a loop.
+What a user would write without this system, the way DeepCTR-Torch's predict() scores:
+in-memory nn.Embedding tables, and a batch of 100 rows, each candidate paired with the same
+50-behaviour history, user and context, through DIN.forward under torch.no_grad().
+`torch.set_num_threads(1)` matches the service's one onnxruntime thread; the default thread
+count is timed too. "broadcast" runs the exported graph's maths in eager mode (one history,
+broadcast over the candidates, first layer split), to separate the runtime from the
+formulation. Concurrency 8 runs 8 Python threads, each calling forward in a loop.
 
     python -m bench.eager
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from bench.common import REPEATS, Latency, median, ms, rate, time_calls
-from bench.model import BenchModel, load_bench_model, paired_inputs
+from bench.model import BenchModel, load_bench_model, paired_inputs, random_indices
 from bench.workload import C, T
 
 CONCURRENCY = 8
@@ -28,10 +29,8 @@ DEFAULT_THREADS = torch.get_num_threads()  # read at import, before any caller c
 
 
 def eager_call(bench: BenchModel, seed: int = 3):
-    """forward() on ready id tensors: C candidates, each paired with the same T behaviours."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(np.arange(1, bench.model.config.n_items + 1), size=T + C, replace=False)
-    inputs = paired_inputs(bench.item_cat, chosen[T:], chosen[:T])
+    """forward() on ready id tensors: C candidates, each paired with the same user."""
+    inputs = paired_inputs(random_indices(bench.bundle, T, C, seed))
     model = bench.model.eval()
 
     def call() -> torch.Tensor:
@@ -43,16 +42,17 @@ def eager_call(bench: BenchModel, seed: int = 3):
 
 def broadcast_call(bench: BenchModel, seed: int = 3):
     """The served formulation in eager mode: lookups, then dense over (1, C) and (1, T)."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(np.arange(1, bench.model.config.n_items + 1), size=T + C, replace=False)
-    items = torch.from_numpy(chosen).long()
-    cats = torch.from_numpy(bench.item_cat[chosen]).long()
+    indices = random_indices(bench.bundle, T, C, seed)
+    items = torch.from_numpy(np.concatenate([indices.history, indices.candidates]))
+    user = torch.from_numpy(indices.user)[None]  # (1, Fu)
+    context = torch.from_numpy(indices.context)[None]  # (1, Fc)
     model, mask = bench.model.eval(), torch.ones(1, T)
 
     def call() -> torch.Tensor:
         with torch.no_grad():
-            goods = model.goods(items, cats)  # (T + C, D)
-            return model.dense(goods[None, T:], goods[None, :T], mask)  # (1, C)
+            goods = model.goods(items)  # (T + C, Di)
+            sides = (model.concat_fields("user", user), model.concat_fields("context", context))
+            return model.dense(goods[None, T:], goods[None, :T], mask, *sides)  # (1, C)
 
     return call
 

@@ -9,35 +9,35 @@ without fetching the attention output, to show that exporting it costs /v1/score
 
 from __future__ import annotations
 
-import numpy as np
-
 from app.explain import explain_request
 from bench.common import cpu_model, ms, time_calls, write_json
 from bench.inprocess import make_service
 from bench.model import load_bench_model
 from bench.stack import published_stack
-from bench.workload import random_slates, score_request
+from bench.workload import Catalogue, catalogue_of, random_slates, score_request
 from core.graph import one_user_feeds
 
 CANDIDATES = (10, 50)
 
 
-def run_explain(client, url: str, ns: str, version: str, item_ids: np.ndarray) -> dict:
+def run_explain(client, url: str, ns: str, version: str, catalogue: Catalogue) -> dict:
     service = make_service(client, url, ns, version, cache_rows=100_000)
     rows = {}
     for c in CANDIDATES:
-        request = score_request(random_slates(item_ids, 1, seed=c, c=c)[0])
-        score = time_calls(lambda r=request: service.score(r))
-        explain = time_calls(lambda r=request: explain_request(service, r))
+        request = score_request(random_slates(catalogue, 1, seed=c, c=c)[0])
+        bundle = service.pin(request)
+        score = time_calls(lambda r=request, b=bundle: service.score(r, b))
+        explain = time_calls(lambda r=request, b=bundle: explain_request(service, r, b))
         rows[c] = {"score": score, "explain": explain, "ratio": explain.p50_ms / score.p50_ms}
-    return {"by_candidates": rows, "graph": graph_outputs(service, item_ids)}
+    return {"by_candidates": rows, "graph": graph_outputs(service, catalogue)}
 
 
-def graph_outputs(service, item_ids: np.ndarray) -> dict:
+def graph_outputs(service, catalogue: Catalogue) -> dict:
     """session.run for scores only vs scores and attention, on the same prepared tensors."""
-    prepared = service.prepare(score_request(random_slates(item_ids, 1, seed=3, c=50)[0]))
+    request = score_request(random_slates(catalogue, 1, seed=3, c=50)[0])
+    prepared = service.prepare(request, service.pin(request))
     scorer = prepared.bundle.scorer
-    feeds = one_user_feeds(prepared.candidates, prepared.history, prepared.mask)
+    feeds = one_user_feeds(scorer.input_names, prepared.inputs)
     return {
         "scores_only": time_calls(lambda: scorer.session.run([scorer.output], feeds)),
         "with_attention": time_calls(
@@ -64,7 +64,7 @@ def print_report(result: dict) -> None:
 def main() -> None:
     bench = load_bench_model()
     with published_stack(bench) as stack:
-        result = run_explain(*stack.args(), bench.bundle.tables["item"].ids)
+        result = run_explain(*stack.args(), catalogue_of(bench.bundle))
     print_report(result)
     print(write_json("explain.json", result | {"cpu": cpu_model()}))
 

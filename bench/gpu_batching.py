@@ -1,7 +1,8 @@
 """Does micro-batching pay on a GPU? Times the dense DIN graph for B users per call.
 
-Runs the PyTorch dense model (the same module the ONNX graph is exported from) on CUDA and on
-the CPU, for B = 1..32 users of C=100 candidates and T=50 behaviours each, and prints the
+Runs the PyTorch dense model (the same module the ONNX graph is exported from, with the
+MovieLens example schema's fields) on CUDA and on the CPU, for B = 1..32 users of C=100
+candidates and T=50 behaviours each, with their user and context rows, and prints the
 latency per call and the candidates/s. Weights are random: only the time matters here.
 
     python -m bench.gpu_batching [--out results.json]
@@ -15,19 +16,20 @@ import time
 
 import torch
 
+from bench.workload import example_schema
+from core import graph
 from export.model import DenseDIN, DINConfig
+from export.to_onnx import example_inputs
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 CANDIDATES, HISTORY, REPEATS = 100, 50, 200
 
 
 def time_call(dense: DenseDIN, batch: int, device: str) -> float:
-    dim = dense.config.goods_dim
-    inputs = (
-        torch.randn(batch, CANDIDATES, dim, device=device),
-        torch.randn(batch, HISTORY, dim, device=device),
-        torch.ones(batch, HISTORY, device=device),
-    )
+    schema = dense.config.schema
+    named = example_inputs(schema, b=batch, c=CANDIDATES, t=HISTORY)
+    names = graph.input_names(schema)
+    inputs = tuple(named[name].to(device) for name in names)
     times = []
     with torch.inference_mode():
         for _ in range(REPEATS // 10):
@@ -42,7 +44,7 @@ def time_call(dense: DenseDIN, batch: int, device: str) -> float:
 
 
 def measure(device: str) -> list[dict]:
-    dense = DenseDIN(DINConfig(n_items=10, n_cats=3)).eval().to(device)
+    dense = DenseDIN(DINConfig(example_schema(), vocab_sizes={})).eval().to(device)
     dense.attention.split = True
     rows = []
     for batch in BATCHES:

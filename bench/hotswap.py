@@ -1,7 +1,10 @@
 """How fast every replica follows an activation under load, with pub/sub and by polling alone.
 
 Two uvicorn replicas share one Redis; 8 clients post in a loop while v1 and v2 are activated
-in turn. For each activation and replica: the time to the first response from the new
+in turn. The two versions are random-weight bundles of the MovieLens example schema; every
+request carries a user id, profile and context fields, 50 behaviours and 100 candidates (as
+in bench.workload), and the history of its user is also stored (export.live.load_live_state).
+For each activation and replica: the time to the first response from the new
 version, and to the last response from the old one (after which the replica runs on the new
 version only). Also the skew between replicas, and whether any request failed.
 
@@ -18,13 +21,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 
 from bench.common import write_json
 from bench.report import print_table
 from bench.servers import redis_binaries, redis_server
-from core.local_service import LocalService
-from export.publish import activate_version, publish_bundle
-from export.synthetic import synthetic_bundle
+from bench.workload import catalogue_of, example_schema, random_slates, score_body
+from devtools.local_service import LocalService
+from export.live import load_live_state
+from export.publish import publish_bundle
+from export.synthetic import synthetic_bundle, synthetic_histories
+from export.versions import activate_version
 
 NAMESPACE, CLIENTS, N_ITEMS = "swap", 8, 2000
 
@@ -53,8 +60,8 @@ def switch_times(records, url: str, new: str, at: float, until: float) -> tuple[
     return first_new - at, last_old - at
 
 
-def run_mode(client, urls: list[str], versions: list[str], swaps: int, gap: float) -> dict:
-    load = Load(urls, {"user_id": "u0", "candidates": [{"item_id": f"s{i}"} for i in range(100)]})
+def run_mode(client, urls: list[str], versions: list[str], payload: dict, swaps, gap) -> dict:
+    load = Load(urls, payload)
     for thread in load.threads:
         thread.start()
     time.sleep(gap)
@@ -92,43 +99,51 @@ def summarise(records, urls, activations, gap) -> dict:
     }
 
 
+def publish_pair(client) -> tuple[list[str], dict]:
+    """v1 (active) and v2, the stored history of one user, and that user's request body."""
+    bundles = [synthetic_bundle(N_ITEMS, seed=s, schema=example_schema()) for s in (0, 1)]
+    versions = [
+        publish_bundle(client, NAMESPACE, b, activate=k == 0, progress=False).version
+        for k, b in enumerate(bundles)
+    ]
+    slate = random_slates(catalogue_of(bundles[0]), 1)[0]
+    slate.user_id = "u0"
+    load_live_state(client, NAMESPACE, synthetic_histories(bundles[0], 1))
+    return versions, orjson.loads(score_body(slate))
+
+
+def run_replicas(server, client, settings: dict, versions, payload, args) -> dict:
+    logs = Path(tempfile.mkdtemp(prefix="bench-swap-"))
+    replicas = [
+        LocalService(server.url, NAMESPACE, log_path=logs / f"r{k}.log", **settings)
+        for k in range(2)
+    ]
+    try:
+        for replica in replicas:
+            replica.start().wait_ready()
+        activate_version(client, NAMESPACE, versions[0])
+        time.sleep(1.5)
+        urls = [r.url for r in replicas]
+        return run_mode(client, urls, versions, payload, args.swaps, args.gap)
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+MODES = {"pub/sub": {}, "polling only (1 s)": {"pubsub": "false", "poll_interval_s": 1.0}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--swaps", type=int, default=10)
     parser.add_argument("--gap", type=float, default=1.5, help="seconds between activations")
     args = parser.parse_args()
-    results = {}
     with redis_server(redis_binaries()[0]) as (server, client):
-        versions = [
-            publish_bundle(
-                client,
-                NAMESPACE,
-                synthetic_bundle(N_ITEMS, seed=s),
-                activate=s == 0,
-                progress=False,
-            ).version
-            for s in (0, 1)
-        ]
-        for mode, settings in {
-            "pub/sub": {},
-            "polling only (1 s)": {"pubsub": "false", "poll_interval_s": 1.0},
-        }.items():
-            logs = Path(tempfile.mkdtemp(prefix="bench-swap-"))
-            replicas = [
-                LocalService(server.url, NAMESPACE, log_path=logs / f"r{k}.log", **settings)
-                for k in range(2)
-            ]
-            try:
-                for replica in replicas:
-                    replica.start().wait_ready()
-                activate_version(client, NAMESPACE, versions[0])
-                time.sleep(1.5)
-                results[mode] = run_mode(
-                    client, [r.url for r in replicas], versions, args.swaps, args.gap
-                )
-            finally:
-                for replica in replicas:
-                    replica.stop()
+        versions, payload = publish_pair(client)
+        results = {
+            mode: run_replicas(server, client, settings, versions, payload, args)
+            for mode, settings in MODES.items()
+        }
     print_table(
         "Hot-swap under load (2 replicas, 8 clients)",
         ["mode", *next(iter(results.values())).keys()],

@@ -1,11 +1,11 @@
 """Section 3, HTTP end to end: a real uvicorn process under a light keep-alive load generator.
 
-Every request carries an explicit history of 50 item ids (so T is exactly 50) and 100
-candidate ids. The load generator is one asyncio (uvloop) process with one keep-alive
-connection per concurrent client, writing pre-built request bytes and reading each answer by
-its Content-Length, so its own cost stays small; that cost is measured (CPU per request of
-this process), as are the service's and Redis's CPU per request, and an httpx.Client run at
-concurrency 1 shows what a heavier client adds.
+Every request carries a user id, profile and context fields, an explicit history of 50 item
+ids (so T is exactly 50) and 100 candidate ids. The load generator is one asyncio (uvloop)
+process with one keep-alive connection per concurrent client, writing pre-built request bytes
+and reading each answer by its Content-Length, so its own cost stays small; that cost is
+measured (CPU per request of this process), as are the service's and Redis's CPU per
+request, and an httpx.Client run at concurrency 1 shows what a heavier client adds.
 
     python -m bench.http_load
 """
@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import REPEATS, RESULTS_DIR, Latency, median, ms, rate, summarise
 from bench.servers import running_service
-from bench.workload import C, random_slates, score_body
+from bench.workload import C, Catalogue, random_slates, score_body
 
 LEVELS = (1, 8, 32)
 REQUESTS_PER_RUN = {1: 300, 8: 640, 32: 960}  # spread over the connections
@@ -205,8 +205,8 @@ def run_variant(stack, bodies: list[bytes], settings: dict, with_httpx: bool) ->
     return result
 
 
-def run_http(stack, item_ids: np.ndarray) -> dict:
-    bodies = [score_body(slate) for slate in random_slates(item_ids, N_PAYLOADS, seed=4)]
+def run_http(stack, catalogue: Catalogue) -> dict:
+    bodies = [score_body(slate) for slate in random_slates(catalogue, N_PAYLOADS, seed=4)]
     return {
         name: run_variant(stack, bodies, settings, with_httpx=name == "default")
         for name, settings in VARIANTS.items()
@@ -271,8 +271,9 @@ if __name__ == "__main__":
     from bench.model import load_bench_model
     from bench.report import print_table
     from bench.stack import published_stack
+    from bench.workload import catalogue_of
 
     bench = load_bench_model()
     with published_stack(bench) as stack:
-        result = run_http(stack, bench.bundle.tables["item"].ids)
+        result = run_http(stack, catalogue_of(bench.bundle))
     print_table(*http_table(result))

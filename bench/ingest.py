@@ -32,10 +32,10 @@ import numpy as np
 
 from bench.common import cpu_model, median, rate, write_json
 from core import events, keys
-from core.local_redis import LocalRedis, free_port, redis_server_binary, stop_process
 from core.manifest import Manifest
 from core.redis_conn import RedisClient, connect_redis
 from core.schema import two_field_schema
+from devtools.local_redis import LocalRedis, free_port, redis_server_binary, stop_process
 from ingest.config import IngestSettings
 from ingest.worker import Worker
 

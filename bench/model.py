@@ -1,196 +1,163 @@
-"""The trained DIN every section runs: artifacts/bundle rebuilt into PyTorch, or one trained now.
+"""The trained DIN every section runs: the bundle's own checkpoint, rebuilt into PyTorch.
 
-A saved bundle holds the embedding tables and the dense graph as ONNX, not a checkpoint, so
-the PyTorch model (needed for the unsplit export and the eager baseline) is rebuilt from the
-ONNX initializers and accepted only if it scores exactly as the bundle's graph does. The ONNX
-that the benchmark publishes is re-exported from that model by the current export code, so it
-has the signature the current service expects.
+`artifacts/bundle` (from `make demo` or `ctr-export train`) when it holds a current bundle,
+else the one a previous benchmark trained (`bench/results/bundle`), else one trained now (one
+epoch on MovieLens-100K, the example schema). The split and unsplit graphs are re-exported
+from the rebuilt model by the current exporter, so they have the signature the current
+service expects, and each must score exactly as PyTorch does on ids (max abs diff ≤ 1e-5).
 
-    python -m bench.model          # rebuilds (or trains) and prints the parity
+    python -m bench.model          # loads (or trains) and prints the source and the parity
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-from onnx import numpy_helper
 
-from export.bundle import Bundle, build_bundle, load_bundle
-from export.data import load_movielens
-from export.model import DIN, DenseDIN, DINConfig
+from core import graph, keys
+from core.graph import one_user_feeds
+from core.schema import FeatureSchema
+from export.bundle import META_FILE, Bundle, load_bundle, rebuild_model
+from export.job import TrainJob, run_training
+from export.model import DIN
 from export.to_onnx import export_dense_onnx
-from export.train import TrainConfig, train_model
 
 log = logging.getLogger(__name__)
-BUNDLE_DIR = Path("artifacts/bundle")
+SAVED_DIR = Path("artifacts/bundle")
+TRAINED_DIR = Path("bench/results/bundle")
+SAMPLES_DIR = Path("bench/results/bench-samples")
 PARITY_TOLERANCE = 1e-5
+UNUSABLE = (OSError, ValueError, KeyError, TypeError, RuntimeError)
 
 
 @dataclass
 class BenchModel:
-    model: DIN  # eval mode; ids are 1-based indices into the bundle's tables
-    item_cat: np.ndarray  # (I + 1,) category index of each item index
-    bundle: Bundle  # tables of the model, ONNX = the split graph from the current exporter
+    model: DIN  # eval mode, rebuilt from the bundle's checkpoint
+    bundle: Bundle  # tables of the model; onnx = the split graph from the current exporter
     onnx_unsplit: bytes
     source: str
+    parity: dict[str, float]  # max abs diff to PyTorch on ids, per graph
 
-    def item_rows(self, index: np.ndarray) -> np.ndarray:
-        return self.bundle.tables["item"].rows[index - 1]  # (N, D) goods vectors
-
-
-def load_bench_model(folder: Path = BUNDLE_DIR) -> BenchModel:
-    """Rebuild artifacts/bundle when it exists and checks out; otherwise train a quick model."""
-    if (folder / "bundle.json").exists():
-        try:
-            return rebuilt_model(load_bundle(folder), folder)
-        except (ValueError, KeyError, StopIteration, RuntimeError) as error:
-            log.warning("could not rebuild %s (%s); training a quick model", folder, error)
-            return trained_model(f"trained now: {folder} could not be rebuilt ({error})")
-    return trained_model(f"trained now: no bundle in {folder}")
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.bundle.schema
 
 
-def rebuilt_model(saved: Bundle, folder: Path) -> BenchModel:
-    model, item_cat = rebuild_din(saved)
-    worst = parity_with_graph(model, item_cat, saved.onnx)
-    if worst > PARITY_TOLERANCE:
-        raise ValueError(f"rebuilt model differs from the saved graph by {worst:.3g}")
-    source = f"{folder} (rebuilt into PyTorch, max abs diff to its ONNX {worst:.1e})"
-    return finish(model, item_cat, saved, source)
+@dataclass(frozen=True)
+class Indices:
+    """One user's request as 1-based table indices: C candidates, T behaviours, and one value
+    per user and context field."""
+
+    candidates: np.ndarray  # (C,)
+    history: np.ndarray  # (T,)
+    user: np.ndarray  # (Fu,)
+    context: np.ndarray  # (Fc,)
 
 
-def trained_model(reason: str) -> BenchModel:
-    """One epoch on MovieLens-100K (about half a minute on 2 cores)."""
-    dataset = load_movielens()
-    config = DINConfig(n_items=dataset.n_items, n_cats=dataset.n_cats)
-    result = train_model(dataset, config, TrainConfig(epochs=1, progress=False))
-    bundle = build_bundle(result.model, dataset, {f"test_{k}": v for k, v in result.test.items()})
-    return finish(result.model.eval(), dataset.item_cat, bundle, f"{reason}; 1 epoch")
+def load_bench_model() -> BenchModel:
+    for folder in (SAVED_DIR, TRAINED_DIR):
+        if (folder / META_FILE).exists():
+            try:
+                return from_bundle(load_bundle(folder), str(folder))
+            except UNUSABLE as error:
+                log.warning("cannot use %s (%s)", folder, error)
+    return from_bundle(train_quick_bundle(), f"trained now into {TRAINED_DIR} (1 epoch)")
 
 
-def finish(model: DIN, item_cat: np.ndarray, bundle: Bundle, source: str) -> BenchModel:
+def train_quick_bundle() -> Bundle:
+    """One epoch of DIN on MovieLens-100K, no baseline: about a minute on 2 idle cores."""
+    job = TrainJob(
+        out=TRAINED_DIR, samples_dir=SAMPLES_DIR, epochs=1, baseline=False, progress=False
+    )
+    return run_training(job)
+
+
+def from_bundle(bundle: Bundle, source: str) -> BenchModel:
+    model = rebuild_model(bundle)
     split = export_dense_onnx(model.dense, split=True)
     unsplit = export_dense_onnx(model.dense, split=False)
-    for graph in (split, unsplit):
-        worst = parity_with_graph(model, item_cat, graph)
-        if worst > PARITY_TOLERANCE:
-            raise RuntimeError(f"re-exported graph differs from PyTorch by {worst:.3g}")
-    return BenchModel(model, item_cat, dataclasses.replace(bundle, onnx=split), unsplit, source)
+    graphs = {"saved": bundle.onnx, "split": split, "unsplit": unsplit}
+    parity = {name: parity_with_graph(model, bundle, onnx) for name, onnx in graphs.items()}
+    for name in ("split", "unsplit"):
+        if parity[name] > PARITY_TOLERANCE:
+            raise RuntimeError(f"the {name} graph differs from PyTorch by {parity[name]:.3g}")
+    return BenchModel(model, dataclasses.replace(bundle, onnx=split), unsplit, source, parity)
 
 
-def rebuild_din(bundle: Bundle) -> tuple[DIN, np.ndarray]:
-    config = DINConfig(**bundle.model_config)
-    model = DIN(config).eval()
-    items, cats = bundle.tables["item"], bundle.tables["cat"]
-    item_cat = match_categories(items.rows[:, config.item_dim :], cats.rows)
-    with torch.no_grad():
-        model.item_emb.weight[1:] = torch.from_numpy(items.rows[:, : config.item_dim])
-        model.cat_emb.weight[1:] = torch.from_numpy(cats.rows)
-    model.dense.load_state_dict(dense_state_from_onnx(bundle.onnx, model.dense))
-    return model, item_cat
+def random_indices(bundle: Bundle, t: int, c: int, seed: int) -> Indices:
+    """Distinct random items as candidates and behaviours (repeats only beyond the catalogue),
+    and a random value of each user and context field."""
+    rng, schema = np.random.default_rng(seed), bundle.schema
+    n_items = len(bundle.tables[keys.ITEM_TABLE].ids)
+    items = rng.choice(np.arange(1, n_items + 1), size=t + c, replace=t + c > n_items)
+
+    def values(kind: str) -> np.ndarray:
+        sizes = [len(bundle.tables[keys.field_table(f.name)].ids) for f in schema.fields_of(kind)]
+        return np.array([rng.integers(1, n + 1) for n in sizes], np.int64)
+
+    return Indices(items[t:], items[:t], values("user"), values("context"))
 
 
-def match_categories(item_cat_part: np.ndarray, cat_rows: np.ndarray) -> np.ndarray:
-    """An item row ends with its category's row: find that category's index (1-based)."""
-    index = {row.tobytes(): k + 1 for k, row in enumerate(cat_rows)}
-    found = [index[row.tobytes()] for row in np.ascontiguousarray(item_cat_part)]
-    return np.array([0, *found], dtype=np.int64)
+def graph_inputs(bundle: Bundle, indices: Indices) -> dict[str, np.ndarray]:
+    """One user's graph inputs, built from the bundle's table rows as the service builds them:
+    (C, Di), (T, Di), (T,), and (Du,), (Dc,) when the schema has such fields."""
+    items = bundle.tables[keys.ITEM_TABLE].rows
+    inputs = {
+        graph.CANDIDATES: items[indices.candidates - 1],
+        graph.HISTORY: items[indices.history - 1],
+        graph.MASK: np.ones(len(indices.history), np.float32),
+    }
+    if bundle.schema.user:
+        inputs[graph.USER] = side_vector(bundle, "user", indices.user)
+    if bundle.schema.context:
+        inputs[graph.CONTEXT] = side_vector(bundle, "context", indices.context)
+    return inputs
 
 
-def dense_state_from_onnx(onnx_bytes: bytes, dense: DenseDIN) -> dict[str, torch.Tensor]:
-    """Map initializers back to parameters: named ones by name, folded ones in graph order."""
-    initializers = onnx.load_from_string(onnx_bytes).graph.initializer
-    named = {i.name.removeprefix("dense."): i for i in initializers if i.name.startswith("dense.")}
-    anonymous = sorted((i for i in initializers if not i.name.startswith("dense.")), key=_order)
-    folded = iter([numpy_helper.to_array(i) for i in anonymous])
-    state = {}
-    for name, current in dense.state_dict().items():
-        if name in named:
-            value = numpy_helper.to_array(named[name]).reshape(current.shape)
-        elif name.endswith("num_batches_tracked"):
-            value = current.numpy()
-        elif name == "attention.first.weight":
-            value = first_layer_weight(folded, tuple(current.shape))
-        elif name.endswith("running_var"):  # folded into rsqrt(var + eps)
-            scale = next(folded).astype(np.float64)
-            value = 1.0 / scale**2 - dense.get_submodule(name.rsplit(".", 1)[0]).eps
-        else:  # a Linear weight, stored transposed for MatMul
-            value = next(folded).T
-        state[name] = torch.tensor(np.asarray(value, dtype=np.float32))
-    return state
+def side_vector(bundle: Bundle, kind: str, chosen: np.ndarray) -> np.ndarray:
+    """(D,) the chosen value's row of each field of `kind`, side by side in schema order."""
+    fields = bundle.schema.fields_of(kind)
+    tables = [bundle.tables[keys.field_table(f.name)] for f in fields]
+    rows = [table.rows[k - 1] for table, k in zip(tables, chosen, strict=True)]
+    return np.concatenate(rows).astype(np.float32)
 
 
-def first_layer_weight(folded, shape: tuple[int, int]) -> np.ndarray:
-    """(H, 4D) from either the full (4D, H) matrix or the split graph's three (D, H) ones.
-
-    The split graph stores Wq+Wd, Wk−Wd and Wp; with Wd = 0 the full layer is the same map.
-    """
-    hidden, width = shape
-    first = next(folded)
-    if first.shape == (width, hidden):
-        return first.T
-    per_candidate, per_behaviour, pairwise = first, next(folded), next(folded)
-    zeros = np.zeros_like(per_candidate)
-    return np.concatenate([per_candidate, per_behaviour, zeros, pairwise]).T
-
-
-def _order(initializer) -> int:
-    digits = re.findall(r"\d+", initializer.name)
-    return int(digits[-1]) if digits else -1
+def paired_inputs(indices: Indices) -> tuple[torch.Tensor, ...]:
+    """DIN.forward's id inputs, every candidate paired with the same user: item (C,),
+    hist (C, T), hist_len (C,), user_fields (C, Fu), context (C, Fc)."""
+    c, t = len(indices.candidates), len(indices.history)
+    columns = (
+        indices.candidates,
+        np.tile(indices.history, (c, 1)),
+        np.full(c, t),
+        np.tile(indices.user, (c, 1)),
+        np.tile(indices.context, (c, 1)),
+    )
+    return tuple(torch.from_numpy(np.ascontiguousarray(col)).long() for col in columns)
 
 
-def one_user_feeds(session, candidates, history, mask) -> dict[str, np.ndarray]:
-    """Feeds for one user, with a leading batch axis when the graph takes one."""
-    inputs = session.get_inputs()
-    arrays = (candidates, history, mask)
-    if len(inputs[0].shape) == 3:
-        arrays = tuple(a[None] for a in arrays)
-    return {i.name: a for i, a in zip(inputs, arrays, strict=True)}
+@torch.no_grad()
+def eager_scores(model: DIN, indices: Indices) -> np.ndarray:
+    return torch.sigmoid(model(*paired_inputs(indices))).numpy()
 
 
-def parity_with_graph(model: DIN, item_cat: np.ndarray, onnx_bytes: bytes, seed: int = 0) -> float:
-    """Max abs diff between the model on ids and the graph on the bundle's rows."""
-    rng = np.random.default_rng(seed)
-    n_items = model.config.n_items
-    cand = rng.choice(np.arange(1, n_items + 1), size=100, replace=False)
-    hist = rng.choice(np.arange(1, n_items + 1), size=50, replace=False)
-    want = eager_scores(model, item_cat, cand, hist)
-    rows = goods_table(model, item_cat)
+def parity_with_graph(model: DIN, bundle: Bundle, onnx_bytes: bytes, seed: int = 0) -> float:
+    """Max abs diff between the model on ids and the graph on the bundle's rows, (50, 100)."""
+    indices = random_indices(bundle, 50, 100, seed)
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    feeds = one_user_feeds(session, rows[cand - 1], rows[hist - 1], np.ones(50, np.float32))
-    got = session.run(None, feeds)[0].reshape(-1)
-    return float(np.abs(got - want).max())
-
-
-def goods_table(model: DIN, item_cat: np.ndarray) -> np.ndarray:
-    """(I, D) goods vector of every item index 1..I, looked up by the model itself."""
-    items = torch.arange(1, len(item_cat))
-    with torch.no_grad():
-        return model.goods(items, torch.from_numpy(item_cat[1:])).numpy()
-
-
-def eager_scores(model: DIN, item_cat, cand: np.ndarray, hist: np.ndarray) -> np.ndarray:
-    inputs = paired_inputs(item_cat, cand, hist)
-    with torch.no_grad():
-        return torch.sigmoid(model(*inputs)).numpy()
-
-
-def paired_inputs(item_cat: np.ndarray, cand: np.ndarray, hist: np.ndarray) -> list[torch.Tensor]:
-    """DIN.forward's id inputs: every candidate paired with the same history, (C,) and (C, T)."""
-    c = len(cand)
-    hist_item = np.tile(hist, (c, 1))  # (C, T)
-    columns = (cand, item_cat[cand], hist_item, item_cat[hist_item], np.full(c, len(hist)))
-    return [torch.from_numpy(np.ascontiguousarray(col)).long() for col in columns]
+    names = [i.name for i in session.get_inputs()]
+    got = session.run([graph.OUTPUT], one_user_feeds(names, graph_inputs(bundle, indices)))[0]
+    return float(np.abs(got[0] - eager_scores(model, indices)).max())
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     loaded = load_bench_model()
     print(loaded.source)
+    print({name: f"{diff:.2e}" for name, diff in loaded.parity.items()})

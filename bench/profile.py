@@ -26,7 +26,7 @@ from bench.http_load import new_event_loop, one_run, raw_request, stage_means_ms
 from bench.model import load_bench_model
 from bench.servers import running_service
 from bench.stack import published_stack
-from bench.workload import random_slates, score_body
+from bench.workload import catalogue_of, random_slates, score_body
 
 SAMPLE_RATE = 100
 # A sample whose innermost frame is one of these is a thread waiting, not working.
@@ -41,9 +41,12 @@ BACKGROUND_THREADS = ("bundle-watcher",)
 STAGES = (
     ("inference (onnxruntime)", ("onnxruntime", "app/scorer.py")),
     ("Redis round trip (redis-py, socket)", ("redis/", "hiredis")),
-    ("row fetch, cache, decode (app)", ("app/features.py", "app/cache.py", "core/rows.py")),
-    ("parse + validate (pydantic)", ("pydantic", "app/limits.py", "app/schemas.py")),
-    ("serialise response", ("orjson", "json_response", "to_dict", "app/scoring.py")),
+    (
+        "row fetch, cache, decode (app)",
+        ("app/features.py", "app/inputs.py", "app/cache.py", "core/rows.py"),
+    ),
+    ("parse + validate (pydantic)", ("pydantic", "app/requests.py")),
+    ("serialise response", ("orjson", "json_response", "to_dict", "app/pipeline.py")),
     ("metrics (prometheus_client)", ("prometheus_client",)),
     ("thread hop (worker pool, threading)", ("concurrent/futures", "anyio/", "threading.py")),
     ("HTTP protocol (uvicorn, httptools)", ("uvicorn/", "httptools")),
@@ -163,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     bench = load_bench_model()
-    bodies = [score_body(s) for s in random_slates(bench.bundle.tables["item"].ids, 32, seed=4)]
+    bodies = [score_body(s) for s in random_slates(catalogue_of(bench.bundle), 32, seed=4)]
     with published_stack(bench) as stack:
         spy = py_spy()
         if spy:

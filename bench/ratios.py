@@ -1,48 +1,115 @@
-"""The five headline ratios, computed from one run's results (see bench/run.py).
+"""The headline ratios, each next to its goal, computed from one run's results (bench/run.py).
+Every ratio divides two numbers measured in the same run on the same machine.
 
-(a) HTTP p50 at concurrency 1 / session.run p50, split graph, T=50 C=100
-(b) HTTP candidates/s at concurrency 8 / PyTorch eager candidates/s (8 callers, 1 thread)
-(c) write_rows rows/s / redis-benchmark SET rows/s, same server, same row size
-(d) Redis bytes per float32 row / 144 raw bytes
-(e) session.run p50 split / unsplit graph, T=50 C=100
-
-    python -c "import json; from bench.ratios import ratios; \\
-        print(ratios(json.load(open('bench/results/bench.json'))))"
+    python -c "import json; from bench.ratios import print_ratios; \\
+        print_ratios(json.load(open('bench/results/bench.json'))['ratios'])"
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.report import print_table
+
+
+@dataclass(frozen=True)
+class Goal:
+    meaning: str
+    at_most: float | None = None  # the ratio passes when ≤ at_most ...
+    at_least: float | None = None  # ... or ≥ at_least; neither: shown for context only
+
+    def verdict(self, value: float | None) -> str:
+        if value is None:
+            return "SKIP"
+        if self.at_most is not None:
+            return "PASS" if value <= self.at_most else "MISS"
+        if self.at_least is not None:
+            return "PASS" if value >= self.at_least else "MISS"
+        return "-"
+
+    def text(self) -> str:
+        if self.at_most is not None:
+            return f"≤ {self.at_most:g}"
+        return f"≥ {self.at_least:g}" if self.at_least is not None else "-"
+
+
+GOALS = {
+    "a": Goal("HTTP p50 c=1 / session.run p50 (split, T=50 C=100)", at_most=1.3),
+    "b": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 8 callers x 1 thread", at_least=3),
+    "floor": Goal("session.run p50 / GEMM floor at measured matmul rate", at_most=3),
+    "floor_proposed": Goal("the same, proposed export (bench.graph_variants)", at_most=3),
+    "peer": Goal("HTTP p50 c=1 / DeepCTR-Torch 0.3.0 DIN predict() p50", at_most=0.33),
+    "memory": Goal("Redis bytes per fp32 item row / raw bytes", at_most=1.2),
+    "publish": Goal("write_rows rows/s / redis-benchmark SET -P 64 rows/s", at_least=0.8),
+    "cluster": Goal("request fetch p50, 3-master cluster / one node", at_most=2),
+    "b_vs_eager_c1": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 1 caller x 1 thread"),
+    "floor_fastest": Goal("fastest session.run call / GEMM floor (less load-sensitive)"),
+    "split": Goal("session.run p50 split / unsplit graph (T=50 C=100)"),
+    "proposed": Goal("session.run p50 proposed / current export (interleaved)"),
+}
 
 
 def _get(value, name: str):
     return value[name] if isinstance(value, dict) else getattr(value, name)
 
 
-def ratios(results: dict, ratio_d: float) -> dict[str, float]:
-    floor_split = _get(results["floor"]["latency"]["split"]["T50_C100"], "p50_ms")
-    default = results["http"]["default"]["levels"]
-    http_c1 = next(level for level in default if _get(level, "concurrency") == 1)
-    http_c8 = next(level for level in default if _get(level, "concurrency") == 8)
-    eager = results["eager"]
-    return {
-        "a": _get(_get(http_c1, "latency"), "p50_ms") / floor_split,
-        "b": _get(http_c8, "candidates_per_s") / eager["candidates_per_s_c8"],
-        "b_vs_eager_c1": _get(http_c8, "candidates_per_s") / eager["candidates_per_s_c1"],
-        "c": results["publish"]["ratio_c"],
-        "d": ratio_d,
-        "e": results["floor"]["ratio_e"],
+def http_level(results: dict, concurrency: int):
+    levels = results["http"]["default"]["levels"]
+    return next(level for level in levels if _get(level, "concurrency") == concurrency)
+
+
+def ratios(results: dict) -> dict[str, float | None]:
+    """Every ratio whose sections ran; None where a section was skipped."""
+    formulas: dict[str, Callable[[dict], float | None]] = {
+        "a": lambda r: _http_p50(r) / _floor_p50(r),
+        "b": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c8"],
+        "floor": lambda r: r["floor"]["over_gemm_floor"],
+        "floor_proposed": lambda r: r["floor"]["proposed"]["over_gemm_floor"],
+        "peer": lambda r: _peer(r),
+        "memory": lambda r: r["redis_memory"][0]["float32"]["vs_raw_fp32"],
+        "publish": lambda r: r["publish"]["ratio"],
+        "cluster": lambda r: r["cluster_fetch"]["ratio"],
+        "b_vs_eager_c1": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c1"],
+        "floor_fastest": lambda r: _floor_best(r) / r["floor"]["gemm_floor_ms"],
+        "split": lambda r: r["floor"]["split_over_unsplit"],
+        "proposed": lambda r: r["floor"]["proposed"]["proposed_over_current"],
     }
+    return {name: formula(results) for name, formula in formulas.items()}
 
 
-MEANINGS = {
-    "a": "HTTP p50 c=1 / session.run p50 (split, T=50 C=100)",
-    "b": "HTTP cand/s c=8 / PyTorch eager cand/s (8 callers, 1 thread)",
-    "b_vs_eager_c1": "HTTP cand/s c=8 / PyTorch eager cand/s (1 caller, 1 thread)",
-    "c": "write_rows rows/s / redis-benchmark SET -P 64 rows/s",
-    "d": "Redis bytes per fp32 row / 144 raw bytes",
-    "e": "session.run p50 split / unsplit (T=50 C=100)",
-}
+def _floor_p50(results: dict) -> float:
+    return _get(results["floor"]["latency"]["split"]["T50_C100"], "p50_ms")
 
 
-def ratios_table(values: dict[str, float]) -> tuple:
-    rows = [[f"({name})", f"{value:.2f}", MEANINGS[name]] for name, value in values.items()]
-    return "Ratios", ["ratio", "value", "meaning"], rows
+def _floor_best(results: dict) -> float:
+    return _get(results["floor"]["latency"]["split"]["T50_C100"], "best_ms")
+
+
+def _http_p50(results: dict) -> float:
+    return _get(_get(http_level(results, 1), "latency"), "p50_ms")
+
+
+def _http_c8_rate(results: dict) -> float:
+    return _get(http_level(results, 8), "candidates_per_s")
+
+
+def _peer(results: dict) -> float | None:
+    peer = results["peer"]
+    return None if "skipped" in peer else _http_p50(results) / peer["reference_p50_ms"]
+
+
+def ratio_rows(values: dict[str, float | None]) -> list[list[str]]:
+    rows = []
+    for name, value in values.items():
+        goal = GOALS[name]
+        shown = "-" if value is None else f"{value:.2f}"
+        rows.append([f"{name}: {goal.meaning}", shown, goal.text(), goal.verdict(value)])
+    return rows
+
+
+def print_ratios(values: dict[str, float | None], notes: list[str] = ()) -> None:
+    header = ["ratio", "value", "goal", ""]
+    print_table("Ratios and goals (one run, one machine)", header, ratio_rows(values))
+    for note in notes:
+        print(f"  note: {note}")

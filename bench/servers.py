@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.local_redis import LocalRedis, redis_server_binaries
-from core.local_service import LocalService
 from core.redis_conn import connect_redis
+from devtools.local_redis import LocalRedis, redis_server_binaries
+from devtools.local_service import LocalService
 
 SERVICE_START_S = 60.0
 

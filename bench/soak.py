@@ -1,9 +1,11 @@
 """Soak: a real uvicorn service at a fixed request rate, with a hot-swap and a Redis restart.
 
-Its own redis-server keeps an append-only file, so the restart keeps every bundle. Half the
-requests send their history, half let the service read it from Redis; candidates are random
-ids of a 20k-item catalogue. At 40% of the run a second bundle is published and activated; at
-60% Redis is stopped for --outage-s seconds and started again on the same port.
+Its own redis-server keeps an append-only file, so the restart keeps every bundle. Bundles
+follow the MovieLens example schema (item-side, user and context fields), with random weights.
+Half the requests send their history and profile, half let the service read both from Redis
+(loaded once with export.live.load_live_state); every request sends its context; candidates
+are random ids of a 20k-item catalogue. At 40% of the run a second bundle is published and
+activated; at 60% Redis is stopped for --outage-s seconds and started again on the same port.
 
     make soak                                   # python -m bench.soak: 5 minutes at 100 req/s
     python -m bench.soak --seconds 60 --rate 50
@@ -30,10 +32,14 @@ import orjson
 from bench.common import RESULTS_DIR, write_json
 from bench.report import print_table
 from bench.servers import redis_binaries, start_service
-from core.local_redis import LocalRedis
+from bench.workload import Catalogue, catalogue_of, example_schema, user_side
 from core.redis_conn import connect_redis
-from export.publish import activate_version, publish_bundle
-from export.synthetic import synthetic_bundle
+from devtools.local_redis import LocalRedis
+from export.bundle import Bundle
+from export.live import load_live_state
+from export.publish import publish_bundle
+from export.synthetic import synthetic_bundle, synthetic_histories
+from export.versions import activate_version
 
 NAMESPACE = "soak"
 N_ITEMS, N_USERS, N_PAYLOADS = 20_000, 2_000, 512
@@ -66,19 +72,31 @@ class Timeline:
         return next(t for t, n in self.events if n == name)
 
 
-def make_payloads(seed: int = 1) -> list[bytes]:
+def make_payloads(catalogue: Catalogue, seed: int = 1) -> list[bytes]:
+    """Odd payloads carry history and profile; even ones leave both to Redis."""
     rng = np.random.default_rng(seed)
     payloads = []
     for k in range(N_PAYLOADS):
         ids = rng.choice(N_ITEMS, CANDIDATES + HISTORY, replace=False)
+        side = user_side(catalogue, rng, k)
         body = {
             "user_id": f"u{rng.integers(N_USERS)}",
+            "context": side["context"],
             "candidates": [{"item_id": f"s{i}"} for i in ids[:CANDIDATES]],
         }
         if k % 2:
             body["history"] = [{"item_id": f"s{i}"} for i in ids[CANDIDATES:]]
+            body["user"] = side["user"]
         payloads.append(orjson.dumps(body))
     return payloads
+
+
+def load_users(client, bundle: Bundle, catalogue: Catalogue) -> None:
+    """Every user's history and profile, unversioned: both bundles read them."""
+    rng = np.random.default_rng(2)
+    histories = synthetic_histories(bundle, N_USERS)
+    profiles = {user: user_side(catalogue, rng, 0)["user"] for user in histories}
+    load_live_state(client, NAMESPACE, histories, profiles)
 
 
 class Load:
@@ -141,7 +159,7 @@ def sample_rss(pid: int, every_s: float, stop: threading.Event, out: list[float]
 def run_events(server: LocalRedis, client, seconds: float, outage_s: float, timeline: Timeline):
     """The hot-swap at 40% of the run, the Redis outage at 60%."""
     time.sleep(0.4 * seconds)
-    second = synthetic_bundle(N_ITEMS, seed=1)
+    second = synthetic_bundle(N_ITEMS, seed=1, schema=example_schema())
     version = publish_bundle(client, NAMESPACE, second, activate=False, progress=False).version
     timeline.mark("swap")
     activate_version(client, NAMESPACE, version)
@@ -161,12 +179,14 @@ def soak(seconds: float, rate: float, outage_s: float, workdir: Path) -> dict:
         server.start()
         stack.callback(server.stop)
         client = stack.enter_context(connect_redis(server.url, timeout_s=30.0))
-        bundle = synthetic_bundle(N_ITEMS, seed=0, n_users=N_USERS)
+        bundle = synthetic_bundle(N_ITEMS, seed=0, schema=example_schema())
         first = publish_bundle(client, NAMESPACE, bundle, progress=False).version
+        catalogue = catalogue_of(bundle)
+        load_users(client, bundle, catalogue)
         service = start_service(server.url, NAMESPACE, log_path)
         stack.callback(service.stop)
         pid = service.process.pid
-        load, timeline = Load(service.url, make_payloads(), rate, seconds), Timeline()
+        load, timeline = Load(service.url, make_payloads(catalogue), rate, seconds), Timeline()
         event_args = (server, client, seconds, outage_s, timeline)
         events = threading.Thread(target=run_events, args=event_args)
         rss, done = [rss_mib(pid)], threading.Event()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bench.model import BenchModel
 from bench.servers import RedisBinary, redis_binaries, redis_server
-from core.local_redis import LocalRedis
+from devtools.local_redis import LocalRedis
 from export.publish import publish_bundle
 
 NAMESPACE = "bench"

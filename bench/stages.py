@@ -1,10 +1,12 @@
 """Where one request's time goes, stage by stage, timed in-process with the service's code.
 
-Parse + validate (the route's parse_score_request), the configured limits, the event loop's
-hop to a worker thread and back (run_in_executor of a no-op on a pool), row fetch + decode
-(ScoringService.prepare, cold and warm cache), inference (the bundle's scorer), and the
-response (ScoringService.finish + orjson). What HTTP p50 adds on top of their sum is uvicorn,
-the ASGI route and the sockets.
+Parse + validate with the configured limits (the route's parse_request on the score model),
+pinning the version and checking the field names against its schema (ScoringService.pin), the
+event loop's hop to a worker thread and back (run_in_executor of a no-op on a pool), row fetch
++ decode (ScoringService.prepare, cold and warm cache), inference (the bundle's scorer), the
+response (ScoringService.finish + orjson), and the score histogram's update (app/api.py
+`count`: one observe() per score) against a bulk form proposed for it. What HTTP p50 adds on
+top of their sum is uvicorn, the ASGI route and the sockets.
 
     python -m bench.stages
 """
@@ -18,12 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import orjson
 
-from app.config import Settings
-from app.limits import check_limits, parse_score_request
+from app.requests import parse_request
 from bench.common import REPEATS, Latency, ms, summarise, time_calls
 from bench.http_load import new_event_loop
 from bench.inprocess import DEFAULT_CACHE_ROWS, make_service
-from bench.workload import random_slates, score_body
+from bench.workload import Catalogue, random_slates, score_body, score_model
 
 
 def thread_hop_latency(hops_per_run: int = 500) -> Latency:
@@ -47,26 +48,53 @@ def thread_hop_latency(hops_per_run: int = 500) -> Latency:
         pool.shutdown()
 
 
-def run_stages(client, url: str, ns: str, version: str, item_ids) -> dict[str, Latency]:
-    body = score_body(random_slates(item_ids, 1, seed=5)[0])
-    request = parse_score_request(body)
-    settings = Settings(redis_url=url, namespace=ns)
+def observe_each(histogram, scores: list[float]) -> None:
+    """What app/api.count does with a request's scores: one observe() per score."""
+    for score in scores:
+        histogram.observe(score)
+
+
+def observe_bucketed(histogram, scores: list[float]) -> None:
+    """A proposed bulk form: the same bucket counts and sum as observe() per score, from one
+    numpy pass (prometheus_client has no bulk observe, so it writes the child's counters)."""
+    values = np.asarray(scores, dtype=np.float64)
+    bounds = np.asarray(histogram._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values), minlength=len(bounds))[: len(bounds)]
+    for index in np.flatnonzero(counts):
+        histogram._buckets[index].inc(int(counts[index]))
+    histogram._sum.inc(float(values.sum()))
+
+
+def run_stages(client, url: str, ns: str, version: str, catalogue: Catalogue) -> dict:
+    body, model = score_body(random_slates(catalogue, 1, seed=5)[0]), score_model()
+    request = parse_request(body, model)
     cold = make_service(client, url, ns, version, cache_rows=0)
     warm = make_service(client, url, ns, version, cache_rows=DEFAULT_CACHE_ROWS)
-    prepared = warm.prepare(request)
-    scorer = prepared.bundle.scorer
-    scores = scorer.score(prepared.candidates, prepared.history, prepared.mask)
+    bundle = warm.pin(request)
+    prepared = warm.prepare(request, bundle)
+    scores = bundle.scorer.score(prepared.inputs)
     return {
-        "parse + validate (JSON body)": time_calls(lambda: parse_score_request(body)),
-        "check_limits": time_calls(lambda: check_limits(request, settings)),
+        "parse + validate + limits (parse_request)": time_calls(lambda: parse_request(body, model)),
+        "pin + field names (service.pin)": time_calls(lambda: warm.pin(request)),
         "thread hop (event loop -> worker -> back)": thread_hop_latency(),
-        "fetch + decode, cache off (prepare)": time_calls(lambda: cold.prepare(request)),
-        "fetch + decode, cache warm (prepare)": time_calls(lambda: warm.prepare(request)),
-        "inference (scorer.score)": time_calls(
-            lambda: scorer.score(prepared.candidates, prepared.history, prepared.mask)
-        ),
+        "fetch + decode, cache off (prepare)": time_calls(lambda: cold.prepare(request, bundle)),
+        "fetch + decode, cache warm (prepare)": time_calls(lambda: warm.prepare(request, bundle)),
+        "inference (scorer.score)": time_calls(lambda: bundle.scorer.score(prepared.inputs)),
         "response (finish + orjson.dumps)": time_calls(
             lambda: orjson.dumps(warm.finish(prepared, scores).to_dict())
+        ),
+        **metrics_stages(warm, version, scores.tolist()),
+    }
+
+
+def metrics_stages(service, version: str, scores: list[float]) -> dict[str, Latency]:
+    histogram = service.metrics.scores.labels(version=version)
+    return {
+        "metrics: ctr_scores, one observe() per score": time_calls(
+            lambda: observe_each(histogram, scores)
+        ),
+        "metrics: ctr_scores bucketed with numpy (proposed)": time_calls(
+            lambda: observe_bucketed(histogram, scores)
         ),
     }
 
@@ -86,8 +114,9 @@ if __name__ == "__main__":
     from bench.model import load_bench_model
     from bench.report import print_table
     from bench.stack import published_stack
+    from bench.workload import catalogue_of
 
     bench = load_bench_model()
     with published_stack(bench) as stack:
-        result = run_stages(*stack.args(), bench.bundle.tables["item"].ids)
+        result = run_stages(*stack.args(), catalogue_of(bench.bundle))
     print_table(*stages_table(result))

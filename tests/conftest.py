@@ -11,7 +11,7 @@ import torch
 
 from core.redis_conn import connect_redis
 from core.schema import load_schema_file
-from devtools.local_redis import LocalRedis
+from devtools.local_redis import LocalRedis, LocalRedisCluster
 from export.bundle import build_bundle
 from export.job import POOLINGS
 from export.model import DINConfig
@@ -29,6 +29,21 @@ def redis_server(tmp_path_factory):
     server = LocalRedis(workdir=tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three cluster-enabled masters on loopback, for the modules that test Redis Cluster."""
+    server = LocalRedisCluster().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster_client(cluster):
+    client = connect_redis(cluster.url, cluster=True, timeout_s=5.0)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -11,29 +11,13 @@ from app.bundle import load_version
 from app.cache import RowCache
 from app.features import RowFetcher
 from core import keys
-from core.redis_conn import connect_redis
 from core.rows import encode_rows
-from devtools.local_redis import LocalRedisCluster
 from export import gc
 from export.live import load_from_samples
 from export.publish import publish_bundle
 from export.versions import list_versions
 from tests.factories import synthetic_bundle
 from tests.service import in_process, wait_ready
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    server = LocalRedisCluster().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cluster_client(cluster):
-    client = connect_redis(cluster.url, cluster=True, timeout_s=5.0)
-    yield client
-    client.close()
 
 
 def payloads(bundle, n: int = 6, size: int = 150, seed: int = 3) -> list[dict]:

@@ -31,7 +31,7 @@ from core import events, keys
 from core.manifest import Manifest
 from core.redis_conn import RedisClient, connect_redis
 from core.schema import two_field_schema
-from devtools.local_redis import LocalRedis, LocalRedisCluster, free_port, stop_process
+from devtools.local_redis import LocalRedis, free_port, stop_process
 from ingest.config import IngestSettings
 from ingest.metrics import serve_http
 from ingest.worker import EVENTS_PER_CALL, Batch, Worker, parse_batch, plan_calls, read_limits
@@ -549,20 +549,6 @@ def test_two_workers_in_one_group_share_the_stream_and_survive_one_killed(
 
 
 # ---------------------------------------------------------------- Redis Cluster
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    server = LocalRedisCluster().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cluster_client(cluster):
-    client = connect_redis(cluster.url, cluster=True, timeout_s=5.0)
-    yield client
-    client.close()
 
 
 def test_cluster_partitions_land_on_every_node_and_histories_and_profiles_work(

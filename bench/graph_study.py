@@ -4,9 +4,11 @@ graph (bench.graph_variants) and of the session options change.
 1. onnxruntime's own profiler (SessionOptions.enable_profiling) on the current export and on
    the fastest variant: each node's median kernel time over the profiled runs, summed by op.
 2. Every variant, timed interleaved (round r times each candidate in turn, so drift on a shared
-   machine hits them alike): median over rounds of each round's p50. Parity: the largest abs
-   difference, over scores and attention weights, to the PyTorch DenseDIN on the same rows,
-   across (T, C) = (50, 100) x 2, (20, 10), (200, 100), a half-masked history and B = 2.
+   machine hits them alike): median over rounds of each round's p50; and its kernel time, the
+   sum of its nodes' median kernel times, which moves far less with other work on the machine
+   (the fastest variant is chosen by it). Parity: the largest abs difference, over scores and
+   attention weights, to the PyTorch DenseDIN on the same rows, across (T, C) = (50, 100) x 2,
+   (20, 10), (200, 100), a half-masked history and B = 2.
 3. The session knobs on the current and the fastest graph: graph optimisation level,
    intra-op threads at C = 100 and C = 1000, and float16 weights and inputs.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from bench.common import Latency, interleaved, ms, write_json
+from bench.common import Latency, cpu_model, interleaved, ms, write_json
 from bench.gemm import gemm_floor_ms, graph_gemm_flops, matmul_rate
 from bench.graph_variants import VARIANTS, export_variant
 from bench.model import BenchModel, graph_inputs, load_bench_model, random_indices
@@ -35,7 +38,7 @@ from core import graph
 from core.graph import one_user_feeds
 
 CURRENT = "current export (split)"
-CALLS = 40
+ROUNDS, CALLS = 21, 12  # many short rounds: a burst of other work hits every candidate alike
 PROFILED_RUNS = 200
 LEVELS = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -92,13 +95,21 @@ def parity(session, bench: BenchModel, cases: list[dict], dtype=np.float32) -> f
     return worst
 
 
-def profile_ops(onnx_bytes: bytes, feeds: dict, runs: int = PROFILED_RUNS) -> dict:
-    """Each node's median kernel time (µs) over `runs` profiled runs, and the sums by op."""
-    prefix = str(Path("bench/results") / "ort-profile")
-    session = session_for(onnx_bytes, profile=prefix)
+def profile_ops(graphs: dict[str, bytes], feeds: dict, runs: int = PROFILED_RUNS) -> dict:
+    """Per graph: each node's median kernel time (µs) over `runs` profiled runs, and the sums
+    by op. The graphs take turns run by run, so other work on the machine hits them alike."""
+    folder = Path("bench/results")
+    sessions = {
+        name: session_for(onnx, profile=str(folder / f"ort-profile-{k}"))
+        for k, (name, onnx) in enumerate(graphs.items())
+    }
     for _ in range(runs):
-        session.run(None, feeds)
-    path = Path(session.end_profiling())
+        for session in sessions.values():
+            session.run(None, feeds)
+    return {name: read_profile(Path(s.end_profiling())) for name, s in sessions.items()}
+
+
+def read_profile(path: Path) -> dict:
     events = json.loads(path.read_text())
     path.unlink()
     times, about = defaultdict(list), {}
@@ -121,19 +132,28 @@ def profile_ops(onnx_bytes: bytes, feeds: dict, runs: int = PROFILED_RUNS) -> di
 
 
 def time_variants(bench: BenchModel, graphs: dict[str, bytes], cases: list[dict]) -> dict:
+    """Per variant: session.run latency (interleaved), kernel time (profiled), parity."""
     sessions = {name: session_for(onnx) for name, onnx in graphs.items()}
     feeds = request_feeds(bench, 50, 100)
     calls = {name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()}
-    latency = interleaved(calls)
+    latency = interleaved(calls, ROUNDS, CALLS)
+    profiles = profile_ops(graphs, feeds)
     return {
-        name: {"latency": latency[name], "parity": parity(s, bench, cases)}
+        name: {
+            "latency": latency[name],
+            "kernel_us": profiles[name]["total_us"],
+            "profile": profiles[name],
+            "parity": parity(s, bench, cases),
+        }
         for name, s in sessions.items()
     }
 
 
 def fastest(variants: dict) -> str:
+    """The exact variant with the least kernel time: the sum of per-node medians moves much
+    less with other work on the machine than session.run's p50 does."""
     exact = {n: v for n, v in variants.items() if v["parity"] <= PARITY_TOLERANCE}
-    return min(exact, key=lambda n: exact[n]["latency"].p50_ms)
+    return min(exact, key=lambda n: exact[n]["kernel_us"])
 
 
 def time_knobs(bench: BenchModel, graphs: dict[str, bytes], cases: list[dict]) -> dict:
@@ -163,7 +183,7 @@ def time_group(bench: BenchModel, group: dict, cases: list[dict], c: int) -> dic
         for name, spec in group.items()
     }
     calls = {name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()}
-    latency = interleaved(calls, n=CALLS if c == 100 else max(CALLS // 8, 5))
+    latency = interleaved(calls, ROUNDS, CALLS if c == 100 else 3)
     return {
         name: {"latency": latency[name], "parity": parity(s, bench, cases), "c": c}
         for name, s in sessions.items()
@@ -175,18 +195,18 @@ def time_fp16(bench: BenchModel, name: str, cases: list[dict]) -> dict:
     half = copy.deepcopy(bench.model.dense).half()
     session = session_for(export_variant(half, VARIANTS[name], dtype=torch.float16))
     feeds = {k: v.astype(np.float16) for k, v in request_feeds(bench, 50, 100).items()}
-    latency = interleaved({"fp16": lambda: session.run(None, feeds)})["fp16"]
+    latency = interleaved({"fp16": lambda: session.run(None, feeds)}, ROUNDS, CALLS)["fp16"]
     return {"latency": latency, "parity": parity(session, bench, cases, np.float16)}
 
 
 def run_study(bench: BenchModel) -> dict:
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
     cases = parity_cases(bench)
     graphs = {name: export_variant(bench.model.dense, v) for name, v in VARIANTS.items()}
     flops, rate = graph_gemm_flops(bench.model.dense, 50, 100), matmul_rate()
     variants = time_variants(bench, graphs, cases)
     best = fastest(variants)
-    feeds = request_feeds(bench, 50, 100)
     return {
         "gemm_floor_ms": gemm_floor_ms(flops, rate),
         "gemm_flops": flops,
@@ -195,12 +215,14 @@ def run_study(bench: BenchModel) -> dict:
         "fastest": best,
         "knobs": time_knobs(bench, {CURRENT: graphs[CURRENT], best: graphs[best]}, cases),
         "fp16": {best: time_fp16(bench, best, cases)},
-        "profile": {name: profile_ops(graphs[name], feeds) for name in (CURRENT, best)},
+        "profile": {name: entry.pop("profile") for name, entry in variants.items()},
+        "cpu": cpu_model(),
+        "load_average": [load_before, os.getloadavg()[0]],
     }
 
 
 def variant_rows(study: dict) -> list[list[str]]:
-    floor, current = study["gemm_floor_ms"], study["variants"][CURRENT]["latency"].p50_ms
+    floor, current = study["gemm_floor_ms"], study["variants"][CURRENT]
     rows = []
     for name, entry in study["variants"].items():
         latency: Latency = entry["latency"]
@@ -208,9 +230,11 @@ def variant_rows(study: dict) -> list[list[str]]:
             [
                 name,
                 ms(latency.p50_ms),
-                ms(latency.p99_ms),
-                f"{latency.p50_ms / current:.2f}",
+                f"{latency.p50_ms / current['latency'].p50_ms:.2f}",
                 f"{latency.p50_ms / floor:.2f}",
+                f"{entry['kernel_us']:.0f}",
+                f"{entry['kernel_us'] / current['kernel_us']:.2f}",
+                f"{entry['kernel_us'] / 1e3 / floor:.2f}",
                 f"{entry['parity']:.1e}",
             ]
         )
@@ -249,16 +273,20 @@ def node_rows(profile: dict) -> list[list[str]]:
 
 
 def print_study(study: dict) -> None:
-    rate = study["matmul"]
+    rate, load = study["matmul"], study["load_average"]
+    print(f"{study['cpu']}; 1-minute load average {load[0]:.2f} before, {load[1]:.2f} after")
     print(
         f"GEMM floor at (50, 100): {study['gemm_flops']['flops'] / 1e6:.1f} MFLOP at "
         f"{rate['flops_per_s'] / 1e9:.1f} GFLOP/s = {ms(study['gemm_floor_ms'])} ms"
     )
-    head = ["variant (T=50, C=100, 1 thread)", "p50 ms", "p99 ms", "/ current", "/ floor", "parity"]
+    print(f"fastest exact variant by kernel time: {study['fastest']}")
+    head = ["variant (T=50, C=100, 1 thread)", "p50 ms", "/ current", "/ floor"]
+    head += ["kernels µs", "/ current", "/ floor", "parity"]
     print_table("Graph variants, session.run", head, variant_rows(study))
     head = ["graph | knob", "p50 ms", "p99 ms", "/ floor", "parity"]
     print_table("Session knobs", head, knob_rows(study))
-    for name, profile in study["profile"].items():
+    for name in (CURRENT, study["fastest"]):
+        profile = study["profile"][name]
         title = f"onnxruntime profile, {name}: {profile['total_us']:.0f} µs of kernels per run"
         print_table(title, ["op", "µs", "share"], profile_rows(profile))
         print_table(f"Slowest nodes, {name}", ["node", "op", "output", "µs"], node_rows(profile))

@@ -64,7 +64,7 @@ def load_bench_model() -> BenchModel:
     for folder in (SAVED_DIR, TRAINED_DIR):
         if (folder / META_FILE).exists():
             try:
-                return from_bundle(load_bundle(folder), str(folder))
+                return from_bundle(load_bundle(folder), f"{folder}, its checkpoint rebuilt")
             except UNUSABLE as error:
                 log.warning("cannot use %s (%s)", folder, error)
     return from_bundle(train_quick_bundle(), f"trained now into {TRAINED_DIR} (1 epoch)")

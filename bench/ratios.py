@@ -109,7 +109,7 @@ def ratio_rows(values: dict[str, float | None]) -> list[list[str]]:
 
 
 def print_ratios(values: dict[str, float | None], notes: list[str] = ()) -> None:
-    header = ["ratio", "value", "goal", ""]
+    header = ["ratio", "value", "goal", "verdict"]
     print_table("Ratios and goals (one run, one machine)", header, ratio_rows(values))
     for note in notes:
         print(f"  note: {note}")

@@ -7,7 +7,7 @@ Writes bench/results/bench.json. Sections, in order: the model (the bundle's che
 one trained now), compute floor (session.run and the GEMM floor), PyTorch eager, the peer
 (DeepCTR-Torch predict), in-process path, stage breakdown, Redis fetch, HTTP end to end, Redis
 memory per row, bulk load, cluster fetch; then every ratio next to its goal, PASS or MISS.
-About 4 minutes on an idle 2-core machine.
+About 10 minutes on a 2-core machine (the HTTP section is half of it).
 """
 
 from __future__ import annotations

@@ -582,17 +582,23 @@ def _check_log_values(
         n_rows, *row = con.execute(query).fetchone()
     except duckdb.Error as error:
         raise LogError(f"{table.path}: cannot read the rows: {error}") from error
+    refuse_bad_rows(
+        table.path, data.label, n_rows, dict(zip(nulls, row[:-1], strict=True)), row[-1]
+    )
+
+
+def refuse_bad_rows(
+    path: Path, label: str, n_rows: int, null_counts: dict[str, int], bad_label: object
+) -> None:
+    """LogError for an empty log, null ids, times or labels, or a label outside {0, 1}: the
+    one wording both builders (DuckDB and Spark) use for what their row scan counted."""
     if n_rows == 0:
-        raise LogError(f"{table.path}: the log has no rows")
-    for column, count in zip(nulls, row[:-1], strict=True):
+        raise LogError(f"{path}: the log has no rows")
+    for column, count in null_counts.items():
         if count:
-            raise LogError(
-                f"{table.path}: column {column!r}: {count} null values (must not be null)"
-            )
-    if row[-1] is not None:
-        raise LogError(
-            f"{table.path}: column {data.label!r}: values must be 0 or 1, found {row[-1]}"
-        )
+            raise LogError(f"{path}: column {column!r}: {count} null values (must not be null)")
+    if bad_label is not None:
+        raise LogError(f"{path}: column {label!r}: values must be 0 or 1, found {bad_label}")
 
 
 def _null_test(column: str, duck_type: str) -> str:

@@ -53,6 +53,7 @@ from export.samples import (
     data_files,
     open_samples,
     plan_columns,
+    refuse_bad_rows,
     write_bucket_rows,
 )
 
@@ -220,17 +221,9 @@ def _check_log_values(frame: DataFrame, plan: _Plan, schema_file: SchemaFile) ->
         n_rows, *row, paths = frame.agg(*aggregates, F.collect_set("_metadata.file_path")).first()
     except (PySparkException, Py4JError) as error:
         raise LogError(f"{table.path}: cannot read the rows: {error}") from error
-    if n_rows == 0:
-        raise LogError(f"{table.path}: the log has no rows")
-    for column, count in zip(nulls, row[:-1], strict=True):
-        if count:
-            raise LogError(
-                f"{table.path}: column {column!r}: {count} null values (must not be null)"
-            )
-    if row[-1] is not None:
-        raise LogError(
-            f"{table.path}: column {data.label!r}: values must be 0 or 1, found {row[-1]}"
-        )
+    refuse_bad_rows(
+        table.path, data.label, n_rows, dict(zip(nulls, row[:-1], strict=True)), row[-1]
+    )
     return paths
 
 

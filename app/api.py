@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from app.explain import NoAttention, explain_request
+from app.metrics import observe_many
 from app.pipeline import NoModel
 from app.requests import parse_request
 from app.schemas import ReadyResponse
@@ -134,9 +135,7 @@ def count(state: AppState, route: str, outcome: str, version: str = "", seconds=
         return
     state.arms.record(version, outcome in ("ok", "no_attention"), seconds, scores)
     if scores:
-        observe = state.metrics.scores.labels(version=version).observe
-        for score in scores:  # at most a few thousand; the histogram has no bulk call
-            observe(score)
+        observe_many(state.metrics.scores.labels(version=version), scores)
 
 
 def unavailable_body(error: str, detail: str) -> tuple[int, bytes, dict]:

@@ -7,13 +7,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import numpy as np
-
 from core import keys
-from core.rows import DTYPES
 from core.schema import FeatureSchema, forward_compatible
 
-ROW_DTYPES = tuple(DTYPES)  # ("float32", "float16")
+ROW_DTYPES = ("float32", "float16")  # little-endian; core/rows.py encodes and decodes them
 PROBE_ROWS = 64
 FORMAT = 2  # 2: the feature schema; a format-1 manifest (two fixed id fields) is refused
 FORMAT_NOTES = {1: "format 1 predates feature schemas: train and publish that model again"}
@@ -51,7 +48,9 @@ class Manifest:
     def max_history(self) -> int:
         return self.schema.max_history
 
-    def default_row(self, table: str) -> np.ndarray:
+    def default_row(self, table: str):
+        import numpy as np  # the ops commands read manifests without numpy
+
         return np.asarray(self.tables[table].default_row, dtype=np.float32)
 
     def to_json(self) -> str:

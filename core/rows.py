@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+from core.manifest import ROW_DTYPES
+
+DTYPES = {name: np.dtype(name).newbyteorder("<") for name in ROW_DTYPES}
 
 
 def encode_rows(rows: np.ndarray, row_dtype: str) -> list[bytes]:

@@ -10,388 +10,419 @@ ctr-export versions --json
 ctr-export update-rows --table item --file rows.npz
 ctr-export gc --keep 3
 
-The operations commands import neither torch nor the training stack, so they start fast.
+The command line is plain argparse and every command imports what it needs when it runs, so
+the operations commands (activate, versions, status, canary, promote, abort, gc, update-rows)
+start in a fraction of a second: no torch, no training stack, no CLI framework.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
+import sys
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # a traceback must never print the Redis password
-    help=__doc__.splitlines()[0],
-)
 log = logging.getLogger("ctr-export")
 
-RedisUrl = Annotated[str, typer.Option(envvar="CTR_REDIS_URL", help="redis:// or rediss://")]
-Cluster = Annotated[bool, typer.Option(envvar="CTR_REDIS_CLUSTER", help="Redis Cluster")]
-Namespace = Annotated[str, typer.Option(envvar="CTR_NAMESPACE", help="key prefix")]
-BundleDir = Annotated[Path, typer.Option(help="local bundle folder")]
-SchemaPath = Annotated[
-    Path | None,
-    typer.Option("--schema", help="YAML feature schema (default: the MovieLens-100K example)"),
-]
-SamplesDir = Annotated[Path, typer.Option(help="where the built samples go (Parquet shards)")]
-Baseline = Annotated[
-    bool, typer.Option(help="also train the other model, for the report's comparison")
-]
-MaxUsers = Annotated[
-    int | None, typer.Option(min=20, help="train on the first N users only (a quick trial)")
-]
-AsJson = Annotated[bool, typer.Option("--json", help="one JSON document for scripts")]
 DEFAULT_URL = "redis://localhost:6379/0"
 DEFAULT_BUNDLE = Path("artifacts/bundle")
 DEFAULT_SAMPLES = Path("artifacts/samples")
 DEFAULT_DATA_DIR = Path("data")
+COMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
-def redis_client(url: str, cluster: bool):
+class CommandFailed(Exception):
+    """A refusal the operator can act on: printed as `error: ...`, exit status 1."""
+
+
+def at_least(lowest: float, kind=int):
+    def parse(text: str):
+        value = kind(text)
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text}")
+        return value
+
+    return parse
+
+
+def percent(text: str) -> float:
+    value = float(text)
+    if not 0.01 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0.01 and 100, got {text}")
+    return value
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}
+
+
+def store_options(parser: argparse.ArgumentParser) -> None:
+    """Where the versions live: every command that touches Redis takes these."""
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("CTR_REDIS_URL", DEFAULT_URL),
+        help="redis:// or rediss:// (env CTR_REDIS_URL)",
+    )
+    parser.add_argument(
+        "--cluster",
+        action=argparse.BooleanOptionalAction,
+        default=env_flag("CTR_REDIS_CLUSTER"),
+        help="Redis Cluster (env CTR_REDIS_CLUSTER)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("CTR_NAMESPACE", "din"),
+        help="key prefix (env CTR_NAMESPACE)",
+    )
+
+
+def flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
+    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=help)
+
+
+def first_paragraph(doc: str) -> str:
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def command(subparsers, name: str, handler, doc: str, store: bool = True):
+    summary = first_paragraph(doc)
+    parser = subparsers.add_parser(name, help=summary, description=summary)
+    parser.set_defaults(handler=handler)
+    if store:
+        store_options(parser)
+    COMMANDS[name] = parser
+    return parser
+
+
+def redis_client(args: argparse.Namespace):
     from core.redis_conn import connect_redis, read_password
 
-    return connect_redis(url, cluster=cluster, password=read_password(), timeout_s=30.0)
+    return connect_redis(
+        args.redis_url, cluster=args.cluster, password=read_password(), timeout_s=30.0
+    )
 
 
-@app.callback()
-def setup_logging(verbose: bool = False) -> None:
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--schema",
+        type=Path,
+        default=None,
+        help="YAML feature schema (default: the MovieLens-100K example)",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_BUNDLE, help="local bundle folder")
+    parser.add_argument(
+        "--samples-dir",
+        type=Path,
+        default=DEFAULT_SAMPLES,
+        help="where the built samples go (Parquet shards)",
+    )
+    parser.add_argument("--model", default="din", help="din or base (sum pooling)")
+    parser.add_argument("--epochs", type=at_least(1), default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where MovieLens-100K goes"
+    )
+    flag(parser, "--baseline", True, "also train the other model, for the report's comparison")
+    parser.add_argument(
+        "--max-users",
+        type=at_least(20),
+        default=None,
+        help="train on the first N users only (a quick trial)",
+    )
+    parser.add_argument(
+        "--workers", type=at_least(1), default=1, help="data-parallel training processes"
+    )
+    flag(parser, "--progress", True, "progress bars")
 
 
-@app.command()
-def train(
-    schema: SchemaPath = None,
-    out: BundleDir = DEFAULT_BUNDLE,
-    samples_dir: SamplesDir = DEFAULT_SAMPLES,
-    model: Annotated[str, typer.Option(help="din or base (sum pooling)")] = "din",
-    epochs: int = 4,
-    seed: int = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="the global batch")] = 128,
-    lr: float = 1e-3,
-    lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "constant",
-    weight_decay: float = 0.0,
-    mba_lambda: Annotated[
-        float, typer.Option(help="mini-batch aware L2 on embeddings (the paper's); 0 = off")
-    ] = 0.0,
-    dropout: Annotated[float, typer.Option(help="dropout in the top MLP")] = 0.0,
-    patience: Annotated[
-        int | None, typer.Option(help="stop after N epochs without a better valid GAUC")
-    ] = None,
-    activation: Annotated[str, typer.Option(help="dice or prelu")] = "dice",
-    softmax: Annotated[bool, typer.Option(help="softmax over attention weights")] = False,
-    data_dir: Annotated[Path, typer.Option(help="where MovieLens-100K goes")] = DEFAULT_DATA_DIR,
-    baseline: Baseline = True,
-    max_users: MaxUsers = None,
-    workers: Annotated[int, typer.Option(min=1, help="data-parallel training processes")] = 1,
-    prepare_only: Annotated[
-        bool, typer.Option(help="build the samples and the job file for an external launcher")
-    ] = False,
-    progress: bool = True,
-):
-    """Build samples from the schema's log, train, export the dense graph to ONNX, check
-    parity, write the training report, save a bundle."""
+def train_parser(subparsers) -> None:
+    parser = command(subparsers, "train", train, TRAIN_DOC, store=False)
+    training_options(parser)
+    parser.add_argument("--batch-size", type=at_least(1), default=128, help="the global batch")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", default="constant", help="constant or cosine")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument(
+        "--mba-lambda",
+        type=float,
+        default=0.0,
+        help="mini-batch aware L2 on embeddings (the paper's); 0 = off",
+    )
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout in the top MLP")
+    parser.add_argument(
+        "--patience",
+        type=at_least(1),
+        default=None,
+        help="stop after N epochs without a better valid GAUC",
+    )
+    parser.add_argument("--activation", default="dice", help="dice or prelu")
+    flag(parser, "--softmax", False, "softmax over attention weights")
+    flag(
+        parser,
+        "--prepare-only",
+        False,
+        "build the samples and the job file for an external launcher",
+    )
+
+
+TRAIN_DOC = """Build samples from the schema's log, train, export the dense graph to ONNX, check
+parity, write the training report, save a bundle."""
+
+
+def train(args: argparse.Namespace):
     from export.distributed import TrainingFailed
     from export.job import TrainJob, run_training
     from export.movielens import DataUnavailable
 
+    settings = {name: getattr(args, name) for name in TrainJob.__dataclass_fields__}
     try:
-        job = TrainJob(
-            out=out,
-            schema=schema,
-            samples_dir=samples_dir,
-            model=model,
-            epochs=epochs,
-            seed=seed,
-            batch_size=batch_size,
-            lr=lr,
-            lr_schedule=lr_schedule,
-            weight_decay=weight_decay,
-            mba_lambda=mba_lambda,
-            dropout=dropout,
-            patience=patience,
-            activation=activation,
-            softmax=softmax,
-            data_dir=data_dir,
-            baseline=baseline,
-            max_users=max_users,
-            progress=progress,
-            workers=workers,
-        )
-        if prepare_only:
+        job = TrainJob(**settings)
+        if args.prepare_only:
             from export.distributed import write_job
             from export.job import prepare_samples
 
             prepare_samples(job)
-            typer.echo(str(write_job(job)))
+            print(write_job(job))
             return None
         bundle = run_training(job)
-    except (
-        ValueError,
-        DataUnavailable,
-        TrainingFailed,
-    ) as error:  # SchemaError and LogError are ValueErrors
-        raise typer.Exit(_fail(str(error))) from error
-    typer.echo(json.dumps(bundle.metrics, indent=2))
+    except (ValueError, DataUnavailable, TrainingFailed) as error:
+        raise CommandFailed(str(error)) from error  # SchemaError and LogError are ValueErrors
+    print(json.dumps(bundle.metrics, indent=2))
     return bundle
 
 
-@app.command("publish")
-def publish_cmd(
-    bundle_dir: Annotated[Path, typer.Argument()] = DEFAULT_BUNDLE,
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-    version: Annotated[str | None, typer.Option(help="default: the next vN")] = None,
-    row_dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
-    activate: Annotated[bool, typer.Option(help="flip the active pointer after")] = True,
-    progress: bool = True,
-) -> None:
+def publish_cmd(args: argparse.Namespace) -> str:
     """Publish a saved bundle as a new version (and activate it unless --no-activate)."""
     from core.manifest import ROW_DTYPES
     from export.bundle import load_bundle
 
-    if row_dtype not in ROW_DTYPES:
-        raise typer.Exit(_fail(f"--row-dtype must be one of {ROW_DTYPES}"))
-    bundle = load_bundle(bundle_dir)
-    _publish(bundle, redis_url, cluster, namespace, version, row_dtype, activate, progress)
+    if args.row_dtype not in ROW_DTYPES:
+        raise CommandFailed(f"--row-dtype must be one of {ROW_DTYPES}")
+    return publish_loaded(args, load_bundle(args.bundle_dir))
 
 
-def _publish(bundle, url, cluster, namespace, version, row_dtype, activate, progress):
+def publish_loaded(args: argparse.Namespace, bundle) -> str:
     from export import publish
 
-    client = redis_client(url, cluster)
     manifest = publish.publish_bundle(
-        client,
-        namespace,
+        redis_client(args),
+        args.namespace,
         bundle,
-        version=version,
-        row_dtype=row_dtype,
-        activate=activate,
-        progress=progress,
+        version=args.version,
+        row_dtype=args.row_dtype,
+        activate=args.activate,
+        progress=args.progress,
     )
-    state = "active" if activate else "published, not active"
-    typer.echo(f"{manifest.version} {state}")
+    print(f"{manifest.version} {'active' if args.activate else 'published, not active'}")
     return manifest.version
 
 
-@app.command()
-def activate(
-    version: str,
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-) -> None:
+def publish_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--row-dtype", default="float32", help="float32 or float16")
+
+
+def activate(args: argparse.Namespace) -> None:
     """Make VERSION the one every replica serves; activating an older one is a rollback."""
-    from export import versions as publish
+    from export import versions
 
     try:
-        previous = publish.activate_version(redis_client(redis_url, cluster), namespace, version)
-    except publish.PublishError as error:
-        raise typer.Exit(_fail(str(error))) from error
-    typer.echo(f"{version} active (was {previous})")
+        previous = versions.activate_version(redis_client(args), args.namespace, args.version)
+    except versions.PublishError as error:
+        raise CommandFailed(str(error)) from error
+    print(f"{args.version} active (was {previous})")
 
 
-@app.command()
-def versions(
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-    as_json: AsJson = False,
-) -> None:
+def list_versions_cmd(args: argparse.Namespace) -> None:
     """List complete versions, oldest first; the active one is marked with *."""
     from export.versions import list_versions
 
-    listed = list_versions(redis_client(redis_url, cluster), namespace)
-    if as_json:
-        typer.echo(json.dumps(listed))
+    listed = list_versions(redis_client(args), args.namespace)
+    if args.json:
+        print(json.dumps(listed))
         return
     for entry in listed:
-        typer.echo(f"{'*' if entry['active'] else ' '} {entry['version']}")
+        print(f"{'*' if entry['active'] else ' '} {entry['version']}")
 
 
-@app.command("load-histories")
-def load_histories(
-    samples: Annotated[Path, typer.Option(help="samples built by train")] = DEFAULT_SAMPLES,
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-    progress: bool = True,
-) -> None:
+def load_histories(args: argparse.Namespace) -> None:
     """Write every user's latest behaviours and profile values from the training log into
     the live, unversioned state every version reads."""
     from export.live import load_from_samples
     from export.samples import open_samples
 
-    client = redis_client(redis_url, cluster)
-    loaded = load_from_samples(client, namespace, open_samples(samples), progress=progress)
-    typer.echo(f"loaded the histories and profiles of {loaded} users")
+    loaded = load_from_samples(
+        redis_client(args), args.namespace, open_samples(args.samples), progress=args.progress
+    )
+    print(f"loaded the histories and profiles of {loaded} users")
 
 
-@app.command("update-rows")
-def update_rows_cmd(
-    file: Annotated[Path, typer.Option(help=".npz with ids (N,) and rows (N, D)")],
-    table: Annotated[str, typer.Option(help="item, or a field's name")] = "item",
-    version: Annotated[str | None, typer.Option(help="default: the active one")] = None,
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-) -> None:
+def update_rows_cmd(args: argparse.Namespace) -> None:
     """Overwrite some rows of a live version and tell every replica to drop them from cache."""
     import numpy as np
 
-    from export import update
-    from export import versions as publish
+    from export import update, versions
 
-    with np.load(file) as arrays:
+    with np.load(args.file) as arrays:
         ids, rows = [str(i) for i in arrays["ids"]], arrays["rows"].astype(np.float32)
     try:
         done = update.update_rows(
-            redis_client(redis_url, cluster), namespace, table, ids, rows, version
+            redis_client(args), args.namespace, args.table, ids, rows, args.version
         )
-    except publish.PublishError as error:
-        raise typer.Exit(_fail(str(error))) from error
-    typer.echo(f"updated {len(ids)} {table} rows of {done}")
+    except versions.PublishError as error:
+        raise CommandFailed(str(error)) from error
+    print(f"updated {len(ids)} {args.table} rows of {done}")
 
 
-@app.command()
-def canary(
-    version: str,
-    percent: Annotated[float, typer.Option(min=0.01, max=100, help="share of users, %")] = 10.0,
-    max_error_rate: Annotated[
-        float | None, typer.Option(help="replicas abort the canary above this error rate (0-1)")
-    ] = None,
-    max_p99_ms: Annotated[
-        float | None, typer.Option(help="replicas abort the canary above this p99 latency")
-    ] = None,
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-) -> None:
+def canary(args: argparse.Namespace) -> None:
     """Send PERCENT of users to VERSION while the active version serves the rest; run it
     again with another --percent to change the share (users only move towards the canary)."""
     from export.canary import start_canary
     from export.versions import PublishError
 
-    client = redis_client(redis_url, cluster)
     try:
         found = start_canary(
-            client,
-            namespace,
-            version,
-            percent,
-            max_error_rate=max_error_rate,
-            max_p99_ms=max_p99_ms,
+            redis_client(args),
+            args.namespace,
+            args.version,
+            args.percent,
+            max_error_rate=args.max_error_rate,
+            max_p99_ms=args.max_p99_ms,
         )
     except (PublishError, ValueError) as error:
-        raise typer.Exit(_fail(str(error))) from error
-    typer.echo(f"canary {found.version} at {found.percent:g}%")
+        raise CommandFailed(str(error)) from error
+    print(f"canary {found.version} at {found.percent:g}%")
 
 
-@app.command()
-def promote(
-    redis_url: RedisUrl = DEFAULT_URL, cluster: Cluster = False, namespace: Namespace = "din"
-) -> None:
+def promote(args: argparse.Namespace) -> None:
     """Make the canary the active version, in one step; the canary ends."""
     from export.canary import promote as promote_canary
     from export.versions import PublishError
 
     try:
-        version = promote_canary(redis_client(redis_url, cluster), namespace)
+        version = promote_canary(redis_client(args), args.namespace)
     except PublishError as error:
-        raise typer.Exit(_fail(str(error))) from error
-    typer.echo(f"{version} active (promoted)")
+        raise CommandFailed(str(error)) from error
+    print(f"{version} active (promoted)")
 
 
-@app.command()
-def abort(
-    redis_url: RedisUrl = DEFAULT_URL, cluster: Cluster = False, namespace: Namespace = "din"
-) -> None:
+def abort(args: argparse.Namespace) -> None:
     """End the canary: every user goes back to the active version."""
     from export.canary import abort_canary
 
-    version = abort_canary(redis_client(redis_url, cluster), namespace)
-    typer.echo(f"canary {version} aborted" if version else "no canary was running")
+    version = abort_canary(redis_client(args), args.namespace)
+    print(f"canary {version} aborted" if version else "no canary was running")
 
 
-@app.command()
-def status(
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-    as_json: AsJson = False,
-) -> None:
+def status(args: argparse.Namespace) -> None:
     """The active version, the one before it, the canary and its share."""
     from export.canary import status as read_status
 
-    found = read_status(redis_client(redis_url, cluster), namespace)
-    if as_json:
-        typer.echo(json.dumps(found))
+    found = read_status(redis_client(args), args.namespace)
+    if args.json:
+        print(json.dumps(found))
         return
-    typer.echo(f"active   {found['active']}\nprevious {found['previous']}")
-    typer.echo(f"canary   {found['canary']} ({found['percent']:g}% of users)")
+    print(f"active   {found['active']}\nprevious {found['previous']}")
+    print(f"canary   {found['canary']} ({found['percent']:g}% of users)")
 
 
-@app.command("gc")
-def gc_cmd(
-    keep: Annotated[int, typer.Option(help="newest versions to keep")] = 3,
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-) -> None:
+def gc_cmd(args: argparse.Namespace) -> None:
     """Delete old versions (never the active one or the one before it)."""
     from export import gc
 
-    report = gc.collect_garbage(redis_client(redis_url, cluster), namespace, keep)
-    typer.echo(f"deleted {len(report)} versions: {report}")
+    report = gc.collect_garbage(redis_client(args), args.namespace, args.keep)
+    print(f"deleted {len(report)} versions: {report}")
 
 
-@app.command()
-def run(
-    schema: SchemaPath = None,
-    out: BundleDir = DEFAULT_BUNDLE,
-    samples_dir: SamplesDir = DEFAULT_SAMPLES,
-    model: str = "din",
-    epochs: int = 4,
-    seed: int = 0,
-    row_dtype: str = "float32",
-    redis_url: RedisUrl = DEFAULT_URL,
-    cluster: Cluster = False,
-    namespace: Namespace = "din",
-    data_dir: Path = DEFAULT_DATA_DIR,
-    baseline: Baseline = True,
-    max_users: MaxUsers = None,
-    workers: Annotated[int, typer.Option(min=1, help="data-parallel training processes")] = 1,
-    progress: bool = True,
-) -> None:
+def run(args: argparse.Namespace) -> None:
     """Train, export, publish, load the live histories and activate, in one go."""
-    bundle = train(
-        schema=schema,
-        out=out,
-        samples_dir=samples_dir,
-        model=model,
-        epochs=epochs,
-        seed=seed,
-        data_dir=data_dir,
-        baseline=baseline,
-        max_users=max_users,
-        workers=workers,
-        progress=progress,
+    defaults = COMMANDS["train"].parse_args([])
+    bundle = train(argparse.Namespace(**(vars(defaults) | vars(args))))
+    version = publish_loaded(argparse.Namespace(**vars(args), version=None, activate=False), bundle)
+    load_histories(argparse.Namespace(**vars(args), samples=args.samples_dir))
+    activate(argparse.Namespace(**vars(args), version=version))
+
+
+def ops_parsers(subparsers) -> None:
+    parser = command(subparsers, "activate", activate, activate.__doc__)
+    parser.add_argument("version")
+    parser = command(subparsers, "versions", list_versions_cmd, list_versions_cmd.__doc__)
+    parser.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    parser = command(subparsers, "status", status, status.__doc__)
+    parser.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    parser = command(subparsers, "canary", canary, canary.__doc__)
+    parser.add_argument("version")
+    parser.add_argument("--percent", type=percent, default=10.0, help="share of users, %%")
+    parser.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=None,
+        help="replicas abort the canary above this error rate (0-1)",
     )
-    version = _publish(bundle, redis_url, cluster, namespace, None, row_dtype, False, progress)
-    load_histories(samples_dir, redis_url, cluster, namespace, progress)
-    activate(version, redis_url, cluster, namespace)
+    parser.add_argument(
+        "--max-p99-ms",
+        type=float,
+        default=None,
+        help="replicas abort the canary above this p99 latency",
+    )
+    command(subparsers, "promote", promote, promote.__doc__)
+    command(subparsers, "abort", abort, abort.__doc__)
+    parser = command(subparsers, "gc", gc_cmd, gc_cmd.__doc__)
+    parser.add_argument("--keep", type=at_least(0), default=3, help="newest versions to keep")
+    parser = command(subparsers, "update-rows", update_rows_cmd, update_rows_cmd.__doc__)
+    parser.add_argument("--file", type=Path, required=True, help=".npz with ids (N,), rows (N, D)")
+    parser.add_argument("--table", default="item", help="item, or a field's name")
+    parser.add_argument("--version", default=None, help="default: the active one")
 
 
-def _fail(message: str) -> int:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    return 1
+def publishing_parsers(subparsers) -> None:
+    parser = command(subparsers, "publish", publish_cmd, publish_cmd.__doc__)
+    parser.add_argument("bundle_dir", nargs="?", type=Path, default=DEFAULT_BUNDLE)
+    parser.add_argument("--version", default=None, help="default: the next vN")
+    publish_options(parser)
+    flag(parser, "--activate", True, "flip the active pointer after")
+    flag(parser, "--progress", True, "progress bars")
+    parser = command(subparsers, "load-histories", load_histories, load_histories.__doc__)
+    parser.add_argument(
+        "--samples", type=Path, default=DEFAULT_SAMPLES, help="samples built by train"
+    )
+    flag(parser, "--progress", True, "progress bars")
+    parser = command(subparsers, "run", run, run.__doc__)
+    training_options(parser)
+    publish_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctr-export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    train_parser(subparsers)
+    publishing_parsers(subparsers)
+    ops_parsers(subparsers)
+    return parser
+
+
+def app(argv: list[str] | None = None) -> int:
+    """The console script: parse, run one command, return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except CommandFailed as error:  # the message only: never a traceback's locals
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    app()
+    sys.exit(app())

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from core import keys
 from core.canary import Canary
@@ -103,13 +102,15 @@ def test_gc_never_deletes_the_canary(redis_client, ns, three_versions):
     assert redis_client.exists(keys.manifest_key(ns, v1))
 
 
-def test_status_and_the_canary_commands_from_the_command_line(redis_server, ns, three_versions):
+def test_status_and_the_canary_commands_from_the_command_line(
+    redis_server, ns, three_versions, capsys
+):
     _, v2, v3 = three_versions
-    runner = CliRunner()
 
     def cli(*args):
-        result = runner.invoke(app, [*args, "--redis-url", redis_server.url, "--namespace", ns])
-        return result.exit_code, result.output
+        code = app([*args, "--redis-url", redis_server.url, "--namespace", ns])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
 
     assert cli("canary", v2, "--percent", "10") == (0, f"canary {v2} at 10%\n")
     assert json.loads(cli("status", "--json")[1]) | {"guards": None} == {

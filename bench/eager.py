@@ -22,6 +22,7 @@ import torch
 from bench.common import REPEATS, Latency, median, ms, rate, time_calls
 from bench.model import BenchModel, load_bench_model, paired_inputs, random_indices
 from bench.workload import C, T
+from export.model import attention_form
 
 CONCURRENCY = 8
 CONCURRENT_SECONDS = 1.0
@@ -87,13 +88,11 @@ def run_eager(bench: BenchModel) -> dict:
         torch.set_num_threads(DEFAULT_THREADS)
         results["paired_default_threads"] = time_calls(eager_call(bench))
         torch.set_num_threads(1)
-        bench.model.dense.attention.split = False
         results["paired_1_thread"] = time_calls(eager_call(bench))
         results["paired_1_thread_c8_calls_per_s"] = concurrent_rate(eager_call(bench))
-        bench.model.dense.attention.split = True
-        results["broadcast_1_thread"] = time_calls(broadcast_call(bench))
+        with attention_form(bench.model, "split"):
+            results["broadcast_1_thread"] = time_calls(broadcast_call(bench))
     finally:
-        bench.model.dense.attention.split = False
         torch.set_num_threads(1)
     results["candidates_per_s_c1"] = C / results["paired_1_thread"].p50_ms * 1e3
     results["candidates_per_s_c8"] = C * results["paired_1_thread_c8_calls_per_s"]

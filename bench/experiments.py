@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +28,21 @@ from export.train import TrainConfig, train_model
 
 SEEDS = (0, 1)
 FIELDS = {"user_id": {"name": "user_id", "dim": 18}}
-# name -> (schema change, job options, train options)
-VARIANTS: dict[str, tuple[str, dict, dict]] = {
-    "two-fields": ("two-fields", {}, {}),
-    "full": ("full", {}, {}),
-    "base-full": ("full", {"model": "base"}, {}),
-    "user-id": ("user-id", {}, {}),
-    "base-user-id": ("user-id", {"model": "base"}, {}),
-    "user-id+mba": ("user-id", {}, {"mba_lambda": 0.01}),
-    "user-id+dropout": ("user-id", {"dropout": 0.2}, {}),
-    "user-id+cosine": ("user-id", {}, {"lr_schedule": "cosine"}),
-    "user-id+wd": ("user-id", {}, {"weight_decay": 1e-6}),
+SMALL_INIT = {"embedding_std": 1e-4}  # every table starts near zero, as DeepCTR-Torch's do
+# name -> (schema change, job options, train options, model options)
+VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
+    "two-fields": ("two-fields", {}, {}, {}),
+    "full": ("full", {}, {}, {}),
+    "base-full": ("full", {"model": "base"}, {}, {}),
+    "user-id": ("user-id", {}, {}, {}),
+    "base-user-id": ("user-id", {"model": "base"}, {}, {}),
+    "user-id+mba": ("user-id", {}, {"mba_lambda": 0.01}, {}),
+    "user-id+dropout": ("user-id", {"dropout": 0.2}, {}, {}),
+    "user-id+cosine": ("user-id", {}, {"lr_schedule": "cosine"}, {}),
+    "user-id+wd": ("user-id", {}, {"weight_decay": 1e-6}, {}),
+    "user-id+small-init": ("user-id", {}, {}, SMALL_INIT),
+    "base-user-id+small-init": ("user-id", {"model": "base"}, {}, SMALL_INIT),
+    "user-id+small-init+mba": ("user-id", {}, {"mba_lambda": 0.01}, SMALL_INIT),
 }
 
 
@@ -54,14 +59,15 @@ def schema_variant(source: Path, change: str, folder: Path) -> Path:
 
 
 def run_variant(name: str, samples_by_change: dict, folder: Path) -> dict:
-    change, job_options, train_options = VARIANTS[name]
+    change, job_options, train_options, model_options = VARIANTS[name]
     samples = samples_by_change[change]
     job = TrainJob(out=folder / "unused", **job_options)
     runs = []
     for seed in SEEDS:
         started = time.perf_counter()
         config = TrainConfig(epochs=job.epochs, seed=seed, progress=False, **train_options)
-        result = train_model(samples, model_config(samples, job.model, job), config)
+        model = replace(model_config(samples, job.model, job), **model_options)
+        result = train_model(samples, model, config)
         runs.append(
             {
                 "seed": seed,

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import REPEATS, summarise
 from core import graph
-from export.model import DenseDIN
+from export.model import DenseDIN, attention_form
 from export.to_onnx import example_inputs
 
 PEAK_N = 1024
@@ -63,15 +63,8 @@ def graph_gemm_flops(dense: DenseDIN, t: int, c: int) -> dict:
     args = [inputs[name] for name in (graph.CANDIDATES, graph.HISTORY, graph.MASK)]
     args += [inputs[graph.USER] if schema.user else None]
     args += [inputs[graph.CONTEXT] if schema.context else None]
-    dense.eval()
-    if dense.attention is not None:
-        dense.attention.split = True
-    try:
-        with FlopCounterMode(display=False) as counter:
-            dense.logits_and_weights(*args)
-    finally:
-        if dense.attention is not None:
-            dense.attention.split = False
+    with attention_form(dense.eval(), "split"), FlopCounterMode(display=False) as counter:
+        dense.logits_and_weights(*args)
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
     return {"t": t, "c": c, "flops": counter.get_total_flops(), "by_op": by_op}
 

@@ -45,7 +45,7 @@ def time_call(dense: DenseDIN, batch: int, device: str) -> float:
 
 def measure(device: str) -> list[dict]:
     dense = DenseDIN(DINConfig(example_schema(), vocab_sizes={})).eval().to(device)
-    dense.attention.split = True
+    dense.attention.form = "split"
     rows = []
     for batch in BATCHES:
         median = time_call(dense, batch, device)

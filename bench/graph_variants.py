@@ -24,8 +24,6 @@ against the current export. The knobs:
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +32,7 @@ from torch import nn
 
 from core import graph
 from export.model import DenseDIN, Dice, PReLU
-from export.to_onnx import DYNAMIC_AXES, OPSET, example_inputs
+from export.to_onnx import export_serving
 
 
 @dataclass(frozen=True)
@@ -199,20 +197,4 @@ class VariantServing(nn.Module):
 
 
 def export_variant(dense: DenseDIN, variant: Variant, dtype: torch.dtype = torch.float32) -> bytes:
-    serving = VariantServing(dense.eval(), variant).eval()
-    names = list(serving.input_names)
-    example = tuple(example_inputs(dense.config.schema)[name].to(dtype) for name in names)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            serving,
-            example,
-            buffer,
-            input_names=names,
-            output_names=list(graph.OUTPUTS),
-            opset_version=OPSET,
-            dynamo=False,
-            dynamic_axes={k: v for k, v in DYNAMIC_AXES.items() if k in [*names, *graph.OUTPUTS]},
-        )
-    return buffer.getvalue()
+    return export_serving(VariantServing(dense.eval(), variant).eval(), dense.config.schema, dtype)

@@ -2,9 +2,11 @@
 
 `artifacts/bundle` (from `make demo` or `ctr-export train`) when it holds a current bundle,
 else the one a previous benchmark trained (`bench/results/bundle`), else one trained now (one
-epoch on MovieLens-100K, the example schema). The split and unsplit graphs are re-exported
-from the rebuilt model by the current exporter, so they have the signature the current
-service expects, and each must score exactly as PyTorch does on ids (max abs diff ≤ 1e-5).
+epoch on MovieLens-100K, the example schema). The graph is re-exported from the rebuilt model
+in each form of the attention unit (export/model.py FORMS: `served`, what the exporter
+publishes; `split`, the form it published before; `concat`, the reference) by the current
+exporter, so each has the signature the current service expects, and each must score exactly
+as PyTorch does on ids (max abs diff ≤ 1e-5).
 
     python -m bench.model          # loads (or trains) and prints the source and the parity
 """
@@ -25,7 +27,7 @@ from core.graph import one_user_feeds
 from core.schema import FeatureSchema
 from export.bundle import META_FILE, Bundle, load_bundle, rebuild_model
 from export.job import TrainJob, run_training
-from export.model import DIN
+from export.model import DIN, FORMS
 from export.to_onnx import export_dense_onnx
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,8 @@ UNUSABLE = (OSError, ValueError, KeyError, TypeError, RuntimeError)
 @dataclass
 class BenchModel:
     model: DIN  # eval mode, rebuilt from the bundle's checkpoint
-    bundle: Bundle  # tables of the model; onnx = the split graph from the current exporter
-    onnx_unsplit: bytes
+    bundle: Bundle  # tables of the model; onnx = the served graph from the current exporter
+    graphs: dict[str, bytes]  # the graph exported in each form
     source: str
     parity: dict[str, float]  # max abs diff to PyTorch on ids, per graph
 
@@ -80,14 +82,14 @@ def train_quick_bundle() -> Bundle:
 
 def from_bundle(bundle: Bundle, source: str) -> BenchModel:
     model = rebuild_model(bundle)
-    split = export_dense_onnx(model.dense, split=True)
-    unsplit = export_dense_onnx(model.dense, split=False)
-    graphs = {"saved": bundle.onnx, "split": split, "unsplit": unsplit}
+    graphs = {form: export_dense_onnx(model.dense, form=form) for form in FORMS}
     parity = {name: parity_with_graph(model, bundle, onnx) for name, onnx in graphs.items()}
-    for name in ("split", "unsplit"):
+    parity["saved"] = parity_with_graph(model, bundle, bundle.onnx)
+    for name in FORMS:
         if parity[name] > PARITY_TOLERANCE:
             raise RuntimeError(f"the {name} graph differs from PyTorch by {parity[name]:.3g}")
-    return BenchModel(model, dataclasses.replace(bundle, onnx=split), unsplit, source, parity)
+    served = dataclasses.replace(bundle, onnx=graphs["served"])
+    return BenchModel(model, served, graphs, source, parity)
 
 
 def random_indices(bundle: Bundle, t: int, c: int, seed: int) -> Indices:

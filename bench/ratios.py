@@ -35,18 +35,16 @@ class Goal:
 
 
 GOALS = {
-    "a": Goal("HTTP p50 c=1 / session.run p50 (split, T=50 C=100)", at_most=1.3),
+    "a": Goal("HTTP p50 c=1 / session.run p50 (served graph, T=50 C=100)", at_most=1.3),
     "b": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 8 callers x 1 thread", at_least=3),
     "floor": Goal("session.run p50 / GEMM floor at measured matmul rate", at_most=3),
-    "floor_proposed": Goal("the same, proposed export (bench.graph_variants)", at_most=3),
     "peer": Goal("HTTP p50 c=1 / DeepCTR-Torch 0.3.0 DIN predict() p50", at_most=0.33),
     "memory": Goal("Redis bytes per fp32 item row / raw bytes", at_most=1.2),
     "publish": Goal("write_rows rows/s / redis-benchmark SET -P 64 rows/s", at_least=0.8),
     "cluster": Goal("request fetch p50, 3-master cluster / one node", at_most=2),
     "b_vs_eager_c1": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 1 caller x 1 thread"),
     "floor_fastest": Goal("fastest session.run call / GEMM floor (less load-sensitive)"),
-    "split": Goal("session.run p50 split / unsplit graph (T=50 C=100)"),
-    "proposed": Goal("session.run p50 proposed / current export (interleaved)"),
+    "served_over_split": Goal("session.run p50 served / split graph (interleaved, T=50 C=100)"),
 }
 
 
@@ -65,25 +63,23 @@ def ratios(results: dict) -> dict[str, float | None]:
         "a": lambda r: _http_p50(r) / _floor_p50(r),
         "b": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c8"],
         "floor": lambda r: r["floor"]["over_gemm_floor"],
-        "floor_proposed": lambda r: r["floor"]["proposed"]["over_gemm_floor"],
         "peer": lambda r: _peer(r),
         "memory": lambda r: r["redis_memory"][0]["float32"]["vs_raw_fp32"],
         "publish": lambda r: r["publish"]["ratio"],
         "cluster": lambda r: r["cluster_fetch"]["ratio"],
         "b_vs_eager_c1": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c1"],
         "floor_fastest": lambda r: _floor_best(r) / r["floor"]["gemm_floor_ms"],
-        "split": lambda r: r["floor"]["split_over_unsplit"],
-        "proposed": lambda r: r["floor"]["proposed"]["proposed_over_current"],
+        "served_over_split": lambda r: r["floor"]["interleaved"]["served_over_split"],
     }
     return {name: formula(results) for name, formula in formulas.items()}
 
 
 def _floor_p50(results: dict) -> float:
-    return _get(results["floor"]["latency"]["split"]["T50_C100"], "p50_ms")
+    return _get(results["floor"]["latency"]["served"]["T50_C100"], "p50_ms")
 
 
 def _floor_best(results: dict) -> float:
-    return _get(results["floor"]["latency"]["split"]["T50_C100"], "best_ms")
+    return _get(results["floor"]["latency"]["served"]["T50_C100"], "best_ms")
 
 
 def _http_p50(results: dict) -> float:

@@ -130,11 +130,10 @@ def build_bundle(
     samples: SampleSet,
     metrics: dict,
     *,
-    split: bool = True,
     report: dict[str, bytes] | None = None,
 ) -> Bundle:
     """Export and parity-check the dense graph, then gather the tables: fails loudly."""
-    onnx_bytes = export_dense_onnx(model.dense, split=split)
+    onnx_bytes = export_dense_onnx(model.dense)
     parity = check_parity(model, onnx_bytes, samples.read("test", limit=PARITY_SAMPLES))
     return Bundle(
         onnx=onnx_bytes,

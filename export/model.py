@@ -12,6 +12,7 @@ import itertools
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core import graph
@@ -86,6 +87,14 @@ class PReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x > 0, x, self.alpha * x)
 
+    def served(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values as forward in one element-wise kernel instead of three (Greater,
+        Mul, Where): max(x, a·x) picks x or a·x exactly as where does when every slope a ≤ 1,
+        which is decided once, when the graph is exported."""
+        if bool((self.alpha > 1).any()):
+            return self.forward(x)
+        return torch.maximum(x, self.alpha * x)
+
 
 def make_activation(name: str, dim: int) -> nn.Module:
     return Dice(dim) if name == "dice" else PReLU(dim)
@@ -100,11 +109,16 @@ def make_mlp(sizes: list[int], activation: str, dropout: float = 0.0) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-class ActivationUnit(nn.Module):
-    """w(q, k) = MLP([q, k, q-k, q*k]); `split` computes the first layer term by term.
+FORMS = ("concat", "split", "served")
 
-    W·[q, k, q−k, q⊙k] = q·(Wq+Wd) + k·(Wk−Wd) + (q⊙k)·Wp, so the behaviour-only term is
-    computed once per behaviour instead of once per (candidate, behaviour) pair.
+
+class ActivationUnit(nn.Module):
+    """w(q, k) = MLP([q, k, q-k, q*k]), computed in one of three forms with the same maths:
+
+    - `concat`, the reference: the concatenation, literally, per (candidate, behaviour) pair;
+    - `split`, for training: W·[q, k, q−k, q⊙k] = q·(Wq+Wd) + k·(Wk−Wd) + (q⊙k)·Wp, so the
+      behaviour-only term is computed once per behaviour, not once per pair;
+    - `served`, for the exported graph: fewer, larger kernels (see `_served`).
     """
 
     def __init__(self, dim: int, hidden: list[int]) -> None:
@@ -113,11 +127,13 @@ class ActivationUnit(nn.Module):
         self.first_act = PReLU(hidden[0])
         self.rest = make_mlp(hidden, "prelu")
         self.out = nn.Linear(hidden[-1], 1)
-        self.split = False
+        self.form = "concat"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         # q: (B, C, D) candidates, k: (B, T, D) behaviours -> (B, C, T) weights
-        hidden = self._first_split(q, k) if self.split else self._first_full(q, k)
+        if self.form == "served":
+            return self._served(q, k)
+        hidden = self._first_split(q, k) if self.form == "split" else self._first_full(q, k)
         return self.out(self.rest(self.first_act(hidden))).squeeze(-1)
 
     def _first_full(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -132,19 +148,46 @@ class ActivationUnit(nn.Module):
         pairwise = (q.unsqueeze(2) * k.unsqueeze(1)) @ w_p.T  # (B, C, T, H)
         return pairwise + per_candidate.unsqueeze(2) + per_behaviour.unsqueeze(1)
 
+    def _first_behaviour_major(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The split first layer as one batched MatMul that also does both adds: for each
+        behaviour t, N_t = [diag(k_t)·Wpᵀ + (Wq+Wd)ᵀ ; k_t·(Wk−Wd)ᵀ + b] and
+        hidden(·, t) = [q, 1]·N_t. Returns (B, T, C, H): behaviour-major."""
+        w_q, w_k, w_d, w_p = self.first.weight.chunk(4, dim=1)  # each (H, D)
+        per_behaviour = k @ (w_k - w_d).T + self.first.bias  # (B, T, H)
+        n = k.unsqueeze(-1) * w_p.T + (w_q + w_d).T  # (B, T, D, H)
+        n = torch.cat([n, per_behaviour.unsqueeze(2)], dim=2)  # (B, T, D + 1, H)
+        q_one = F.pad(q, (0, 1), value=1.0)  # (B, C, D + 1)
+        return q_one.unsqueeze(1) @ n  # (B, T, C, H)
+
+    def _served(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """What the exported graph runs, measured 0.6x the split form in onnxruntime
+        (docs/performance.md): the behaviour-major first layer; the MLP on 2-D (pairs, H)
+        tensors, so each Linear exports as one Gemm with its bias; PReLU as max(x, a·x); the
+        output layer as one (1, H) x (H, pairs) product instead of a MatMul with N = 1."""
+        hidden = self._first_behaviour_major(q, k)
+        shape = hidden.shape  # (B, T, C, H)
+        hidden = self.first_act.served(hidden.reshape(-1, shape[-1]))  # (pairs, H)
+        for layer in self.rest:
+            hidden = layer.served(hidden) if isinstance(layer, PReLU) else layer(hidden)
+        scores = F.linear(self.out.weight, hidden) + self.out.bias  # (1, pairs)
+        return scores.reshape(shape[:-1]).transpose(1, 2)  # (B, C, T)
+
 
 @contextlib.contextmanager
-def split_first_layer(model: nn.Module):
-    """Train with the first attention layer split (the same maths, about half the work);
-    evaluation and the parity checks keep the plain concat form as their reference."""
+def attention_form(model: nn.Module, form: str):
+    """Run every attention unit of `model` in `form` inside the block, then back to concat:
+    training uses `split` (about half the work), the export `served`; evaluation and the
+    parity checks keep `concat` as their reference."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     units = [m for m in model.modules() if isinstance(m, ActivationUnit)]
     for unit in units:
-        unit.split = True
+        unit.form = form
     try:
         yield
     finally:
         for unit in units:
-            unit.split = False
+            unit.form = "concat"
 
 
 class DenseDIN(nn.Module):

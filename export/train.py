@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from export.metrics import evaluate_scores
-from export.model import DIN, DINConfig, split_first_layer
+from export.model import DIN, DINConfig, attention_form
 from export.samples import Batch, SampleSet
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def train_one_epoch(
     total_batches = -(-samples.count("fit") // (per_rank * ranks.world))
     show = config.progress and ranks.leader
     bar = tqdm(batches, total=total_batches, desc=f"epoch {epoch}", disable=not show)
-    with _joined(model, ranks), split_first_layer(model):
+    with _joined(model, ranks), attention_form(model, "split"):
         total, seen = _steps(model, optimizer, bar, penalty)
     return total / max(seen, 1)
 

@@ -84,10 +84,10 @@ def weight_matrix(body: dict) -> np.ndarray:
 
 @torch.no_grad()
 def pytorch_weights(model, cand_index, hist_index) -> np.ndarray:
-    """DIN's activation unit, in its unsplit form (the exported graph is split), on the model's
-    own item rows looked up by index."""
+    """DIN's activation unit, in its concat form (the exported graph is in its served form),
+    on the model's own item rows looked up by index."""
     model.eval()
-    assert model.dense.attention.split is False
+    assert model.dense.attention.form == "concat"
     cand = model.goods(torch.from_numpy(cand_index).long())  # (C, Di)
     hist = model.goods(torch.from_numpy(hist_index).long())  # (T, Di)
     return model.dense.attention(cand[None], hist[None])[0].numpy()

@@ -5,7 +5,7 @@ import torch
 from core import graph
 from core.graph import one_user_feeds, user_inputs
 from core.schema import FeatureSchema, FieldSpec, two_field_schema
-from export.model import DIN, DenseDIN, Dice, DINConfig
+from export.model import DIN, FORMS, DenseDIN, Dice, DINConfig, attention_form
 from export.to_onnx import cpu_session, export_dense_onnx
 
 TWO_FIELDS = two_field_schema()
@@ -30,14 +30,32 @@ def random_dense(schema=TWO_FIELDS, **overrides) -> DenseDIN:
     return dense.eval()
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("softmax", [False, True])
-def test_split_first_layer_equals_full_concat(softmax):
+def test_every_attention_form_equals_the_concat_reference(form, softmax):
     dense = random_dense(softmax=softmax)
     cand, hist = torch.randn(2, 7, 36), torch.randn(2, 11, 36)
     mask = (torch.arange(11) < torch.tensor([[4], [11]])).float()
     full = dense(cand, hist, mask)
-    dense.attention.split = True
-    assert torch.allclose(dense(cand, hist, mask), full, atol=1e-6)
+    with attention_form(dense, form):
+        assert torch.allclose(dense(cand, hist, mask), full, atol=1e-6)
+    assert dense.attention.form == "concat"  # back to the reference after the block
+
+
+def test_the_served_prelu_keeps_its_values_for_slopes_above_one():
+    dense = random_dense()
+    with torch.no_grad():  # max(x, a·x) would pick a·x for positive x when a > 1
+        dense.attention.first_act.alpha.uniform_(0.5, 2.0)
+    cand, hist, mask = torch.randn(1, 5, 36), torch.randn(1, 9, 36), torch.ones(1, 9)
+    full = dense(cand, hist, mask)
+    with attention_form(dense, "served"):
+        assert torch.allclose(dense(cand, hist, mask), full, atol=1e-6)
+
+
+def test_an_unknown_attention_form_is_refused():
+    dense = random_dense()
+    with pytest.raises(ValueError, match="form must be one of"), attention_form(dense, "fast"):
+        pass
 
 
 @pytest.mark.parametrize("pooling", ["attention", "sum"])
@@ -98,11 +116,11 @@ def random_inputs(schema, n_cand: int, n_hist: int) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("schema", [TWO_FIELDS, RICH], ids=["two-fields", "rich"])
-@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("pooling", ["attention", "sum"])
-def test_onnx_matches_torch_for_any_candidate_and_history_count(schema, split, pooling):
+def test_onnx_matches_torch_for_any_candidate_and_history_count(schema, form, pooling):
     dense = random_dense(schema, pooling=pooling)
-    session = cpu_session(export_dense_onnx(dense, split=split))
+    session = cpu_session(export_dense_onnx(dense, form=form))
     names = graph.input_names(schema)
     assert [i.name for i in session.get_inputs()] == list(names)
     for n_cand, n_hist in [(1, 1), (17, 3), (100, 50), (4, 200)]:

@@ -43,16 +43,25 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "user-id+small-init": ("user-id", {}, {}, SMALL_INIT),
     "base-user-id+small-init": ("user-id", {"model": "base"}, {}, SMALL_INIT),
     "user-id+small-init+mba": ("user-id", {}, {"mba_lambda": 0.01}, SMALL_INIT),
+    "positive+user-id+small-init": ("user-id-positive", {}, {}, SMALL_INIT),
+    "base-positive+user-id+small-init": ("user-id-positive", {"model": "base"}, {}, SMALL_INIT),
+    "user-id+small-init+softmax": ("user-id", {"softmax": True}, {}, SMALL_INIT),
+    "user-id+small-init+mba0.1": ("user-id", {}, {"mba_lambda": 0.1}, SMALL_INIT),
+    "user-id+small-init+mba1": ("user-id", {}, {"mba_lambda": 1.0}, SMALL_INIT),
 }
 
 
 def schema_variant(source: Path, change: str, folder: Path) -> Path:
-    """The example schema as is, with only the item id and genre, or with a user-id field."""
+    """The example schema as is, with only the item id and genre, or with a user-id field
+    (and, `user-id-positive`, a history of clicked behaviours only)."""
     raw = yaml.safe_load(source.read_text())
     if change == "two-fields":
         raw["features"] = {"item": raw["features"]["item"][:2]}
     elif change == "user-id":
         raw["features"]["user"].append(FIELDS["user_id"])
+    elif change == "user-id-positive":  # the history holds only the clicked behaviours
+        raw["features"]["user"].append(FIELDS["user_id"])
+        raw["history"]["behaviours"] = "positive"
     path = source.parent / f"schema-{change}.yaml"  # beside the data its paths point at
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

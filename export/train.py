@@ -145,9 +145,10 @@ def lr_scheduler(optimizer, config: TrainConfig):
 
 
 class MbaPenalty:
-    """Mini-batch aware regularisation (Zhou et al. 2018, §4.2): L2 only on the embedding rows
-    a batch reads, each scaled by the inverse of its frequency in the fit split, so rare ids
-    are held back and the cost does not grow with the size of the tables."""
+    """Mini-batch aware regularisation (Zhou et al. 2018, §4.2, eq. 5): for each batch,
+    λ·Σ_j ||w_j||² / n_j over the distinct embedding rows j the batch reads (α_mj = 1), n_j
+    being how often row j occurs in the fit split. Rare ids are held back, and the cost does
+    not grow with the size of the tables: a row the batch does not read gets no gradient."""
 
     def __init__(self, counts: dict[str, torch.Tensor], strength: float) -> None:
         self.inverse = {f: 1.0 / c.clamp(min=1.0) for f, c in counts.items()}
@@ -161,8 +162,9 @@ class MbaPenalty:
         item, hist, _, user_fields, context = tensors
         total = torch.zeros(())
         for name, indices in model.field_indices(item, hist, user_fields, context).items():
-            rows = model.embeddings[name](indices)  # padding rows are zero and frozen
-            total = total + (rows.pow(2).sum(-1) * self.inverse[name][indices]).sum()
+            read = torch.unique(indices)  # padding's row is zero and frozen: it adds nothing
+            rows = model.embeddings[name](read)
+            total = total + (rows.pow(2).sum(-1) * self.inverse[name][read]).sum()
         return self.strength * total
 
 

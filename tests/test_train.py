@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 import torch
 
 from export.bundle import load_bundle, rebuild_model, save_bundle
 from export.to_onnx import PARITY_TOLERANCE, ParityError, check_parity
-from export.train import predict
+from export.train import MbaPenalty, feature_counts, predict, to_tensors
 from tests.conftest import train_tiny
 
 
@@ -60,3 +61,29 @@ def test_parity_check_fails_loudly_on_a_different_graph(trained, other_bundle, s
         assert "differs from PyTorch" in str(error)
     else:
         raise AssertionError("a graph from other weights passed the parity check")
+
+
+def test_the_mini_batch_aware_penalty_is_l2_on_the_rows_a_batch_reads_over_their_frequency(
+    trained, samples
+):
+    model = trained.model
+    batch = samples.read("fit", limit=16)
+    counts = feature_counts(samples)
+    penalty = MbaPenalty(counts, strength=0.5)
+    tensors = to_tensors(batch)
+    model.zero_grad()
+    value = penalty(model, tensors)
+    value.backward()
+    item, hist, _, user_fields, context = tensors
+    expected, reads = 0.0, model.field_indices(item, hist, user_fields, context)
+    for name, indices in reads.items():
+        read = sorted(set(indices.tolist()) - {0})
+        weights = model.embeddings[name].weight.detach()[read]
+        expected += float((weights.pow(2).sum(-1) / counts[name][read].clamp(min=1)).sum())
+        gradient = model.embeddings[name].weight.grad
+        unread = torch.ones(len(gradient), dtype=torch.bool)
+        unread[read] = False
+        assert not gradient[unread].any()  # a row the batch does not read is left alone
+        assert gradient[read].abs().sum(-1).gt(0).all()
+    assert value.item() == pytest.approx(0.5 * expected, rel=1e-5)
+    model.zero_grad()

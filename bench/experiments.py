@@ -29,6 +29,7 @@ from export.train import TrainConfig, train_model
 SEEDS = (0, 1)
 FIELDS = {"user_id": {"name": "user_id", "dim": 18}}
 SMALL_INIT = {"embedding_std": 1e-4}  # every table starts near zero, as DeepCTR-Torch's do
+LONGER = {"patience": 2}  # with 8 epochs: stop after 2 without a better validation GAUC
 # name -> (schema change, job options, train options, model options)
 VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "two-fields": ("two-fields", {}, {}, {}),
@@ -48,6 +49,30 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "user-id+small-init+softmax": ("user-id", {"softmax": True}, {}, SMALL_INIT),
     "user-id+small-init+mba0.1": ("user-id", {}, {"mba_lambda": 0.1}, SMALL_INIT),
     "user-id+small-init+mba1": ("user-id", {}, {"mba_lambda": 1.0}, SMALL_INIT),
+    "positive+user-id+small-init+mba0.1": ("user-id-positive", {}, {"mba_lambda": 0.1}, SMALL_INIT),
+    "positive+user-id+small-init+mba1": ("user-id-positive", {}, {"mba_lambda": 1.0}, SMALL_INIT),
+    "positive+user-id+small-init+dropout": ("user-id-positive", {"dropout": 0.2}, {}, SMALL_INIT),
+    "positive+user-id": ("user-id-positive", {}, {}, {}),
+    "positive+user-id+small-init+cosine": (
+        "user-id-positive",
+        {},
+        {"lr_schedule": "cosine"},
+        SMALL_INIT,
+    ),
+    "positive100+user-id+small-init": ("user-id-positive-100", {}, {}, SMALL_INIT),
+    "base-positive100+user-id+small-init": (
+        "user-id-positive-100",
+        {"model": "base"},
+        {},
+        SMALL_INIT,
+    ),
+    "positive+user-id+small-init+8ep": ("user-id-positive", {"epochs": 8}, LONGER, SMALL_INIT),
+    "base-positive+user-id+small-init+8ep": (
+        "user-id-positive",
+        {"model": "base", "epochs": 8},
+        LONGER,
+        SMALL_INIT,
+    ),
 }
 
 
@@ -59,9 +84,11 @@ def schema_variant(source: Path, change: str, folder: Path) -> Path:
         raw["features"] = {"item": raw["features"]["item"][:2]}
     elif change == "user-id":
         raw["features"]["user"].append(FIELDS["user_id"])
-    elif change == "user-id-positive":  # the history holds only the clicked behaviours
+    elif change.startswith("user-id-positive"):  # the history holds only clicked behaviours
         raw["features"]["user"].append(FIELDS["user_id"])
         raw["history"]["behaviours"] = "positive"
+        if change.endswith("-100"):
+            raw["history"]["max_length"] = 100
     path = source.parent / f"schema-{change}.yaml"  # beside the data its paths point at
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -119,7 +119,9 @@ def training_options(parser: argparse.ArgumentParser) -> None:
         help="where the built samples go (Parquet shards)",
     )
     parser.add_argument("--model", default="din", help="din or base (sum pooling)")
-    parser.add_argument("--epochs", type=at_least(1), default=4)
+    parser.add_argument(
+        "--epochs", type=at_least(1), default=8, help="at most; see --patience (default 8)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where MovieLens-100K goes"
@@ -153,9 +155,9 @@ def train_parser(subparsers) -> None:
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout in the top MLP")
     parser.add_argument(
         "--patience",
-        type=at_least(1),
-        default=None,
-        help="stop after N epochs without a better valid GAUC",
+        type=at_least(0),
+        default=2,
+        help="stop after N epochs without a better valid GAUC (default 2; 0 = never)",
     )
     parser.add_argument("--activation", default="dice", help="dice or prelu")
     flag(parser, "--softmax", False, "softmax over attention weights")

@@ -30,7 +30,7 @@ class TrainJob:
     schema: Path | None = None  # None: the MovieLens-100K example, prepared in data_dir
     samples_dir: Path = DEFAULT_SAMPLES
     model: str = "din"  # the one published: "din" or "base"
-    epochs: int = 4
+    epochs: int = 8  # at most: training stops after `patience` epochs without a better one
     seed: int = 0
     batch_size: int = 128
     lr: float = 1e-3
@@ -38,7 +38,7 @@ class TrainJob:
     weight_decay: float = 0.0
     mba_lambda: float = 0.0
     dropout: float = 0.0
-    patience: int | None = None
+    patience: int | None = 2  # chosen on validation users (docs/quality.md); 0 or None: never
     activation: str = "dice"
     softmax: bool = False
     data_dir: Path = DEFAULT_DATA_DIR
@@ -88,7 +88,7 @@ def train_all(job: TrainJob, samples: SampleSet, ranks: Ranks = Ranks()) -> dict
         lr_schedule=job.lr_schedule,
         weight_decay=job.weight_decay,
         mba_lambda=job.mba_lambda,
-        patience=job.patience,
+        patience=job.patience or None,
         seed=job.seed,
         progress=job.progress,
     )

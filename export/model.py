@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +32,9 @@ class DINConfig:
     pooling: str = "attention"  # "attention" is DIN, "sum" is the BaseModel
     softmax: bool = False  # the paper drops it to keep the intensity of interest
     sum_pool_input: bool = True  # DIN's top MLP also sees the sum-pooled history
-    embedding_std: float = 0.05
-    user_id_std: float = 1e-4  # the user-id field starts near zero: most users are seen rarely
+    # every table starts near zero (as DeepCTR-Torch's do): chosen on validation users,
+    # docs/quality.md; with N(0, 0.05) rows the model fit the training users' ids too early
+    embedding_std: float = 1e-4
     dropout: float = 0.0  # after each hidden layer of the top MLP, in training only
 
     def __post_init__(self) -> None:
@@ -55,7 +56,10 @@ class DINConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> DINConfig:
-        return cls(**raw | {"schema": FeatureSchema.from_dict(raw["schema"])})
+        """A saved config; keys this version does not know (or no longer uses) are skipped."""
+        known = {f.name for f in fields(cls)}
+        settings = {k: v for k, v in raw.items() if k in known}
+        return cls(**settings | {"schema": FeatureSchema.from_dict(raw["schema"])})
 
 
 class Dice(nn.Module):
@@ -271,9 +275,8 @@ class DIN(nn.Module):
                 for spec in schema.fields_of(kind)
             }
         )
-        for name, table in self.embeddings.items():
-            std = config.user_id_std if name == schema.user_id_field else config.embedding_std
-            nn.init.normal_(table.weight, std=std)
+        for table in self.embeddings.values():
+            nn.init.normal_(table.weight, std=config.embedding_std)
             with torch.no_grad():
                 table.weight[0].zero_()
         n_items, n_fields = config.vocab_sizes[schema.item_field.name], len(schema.item)

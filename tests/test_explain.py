@@ -125,7 +125,7 @@ def test_overrides_are_shown_and_unknown_items_have_no_title(client, bundle):
     assert body["history"][1]["title"] is None and body["history"][1]["fields"] == {}
     assert body["candidates"][0]["title"] is None
     assert body["candidates"][0]["fields"] == {"year": "1950s"}
-    assert body["unknown_ids"] == {"item_id": 2}
+    assert body["unknown_ids"] == {"item_id": 2, "user_id": 1}  # "u" is no trained user
 
 
 def test_explain_has_its_own_candidate_limit(client):

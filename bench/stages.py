@@ -4,8 +4,8 @@ Parse + validate with the configured limits (the route's parse_request on the sc
 pinning the version and checking the field names against its schema (ScoringService.pin), the
 event loop's hop to a worker thread and back (run_in_executor of a no-op on a pool), row fetch
 + decode (ScoringService.prepare, cold and warm cache), inference (the bundle's scorer), the
-response (ScoringService.finish + orjson), and the score histogram's update (app/api.py
-`count`: one observe() per score) against a bulk form proposed for it. What HTTP p50 adds on
+response (ScoringService.finish + orjson), and the score histogram's update
+(app.metrics.observe_many, one numpy pass) against one observe() per score. What HTTP p50 adds on
 top of their sum is uvicorn, the ASGI route and the sockets.
 
     python -m bench.stages
@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import orjson
 
+from app.metrics import observe_many
 from app.requests import parse_request
 from bench.common import REPEATS, Latency, ms, summarise, time_calls
 from bench.http_load import new_event_loop
@@ -49,20 +50,9 @@ def thread_hop_latency(hops_per_run: int = 500) -> Latency:
 
 
 def observe_each(histogram, scores: list[float]) -> None:
-    """What app/api.count does with a request's scores: one observe() per score."""
+    """What the service did before app.metrics.observe_many: one observe() per score."""
     for score in scores:
         histogram.observe(score)
-
-
-def observe_bucketed(histogram, scores: list[float]) -> None:
-    """A proposed bulk form: the same bucket counts and sum as observe() per score, from one
-    numpy pass (prometheus_client has no bulk observe, so it writes the child's counters)."""
-    values = np.asarray(scores, dtype=np.float64)
-    bounds = np.asarray(histogram._upper_bounds)
-    counts = np.bincount(np.searchsorted(bounds, values), minlength=len(bounds))[: len(bounds)]
-    for index in np.flatnonzero(counts):
-        histogram._buckets[index].inc(int(counts[index]))
-    histogram._sum.inc(float(values.sum()))
 
 
 def run_stages(client, url: str, ns: str, version: str, catalogue: Catalogue) -> dict:
@@ -93,8 +83,8 @@ def metrics_stages(service, version: str, scores: list[float]) -> dict[str, Late
         "metrics: ctr_scores, one observe() per score": time_calls(
             lambda: observe_each(histogram, scores)
         ),
-        "metrics: ctr_scores bucketed with numpy (proposed)": time_calls(
-            lambda: observe_bucketed(histogram, scores)
+        "metrics: ctr_scores bucketed with numpy (observe_many)": time_calls(
+            lambda: observe_many(histogram, scores)
         ),
     }
 

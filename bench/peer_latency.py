@@ -14,7 +14,7 @@ section reports why it was skipped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -41,7 +41,9 @@ class Vocabulary:
 
 
 def vocabulary(bench: BenchModel) -> Vocabulary:
-    schema, tables = bench.schema, bench.bundle.tables
+    """The bundle's table sizes, and its schema with histories of exactly T behaviours: the
+    peer pads every history to its declared length, so it is built for the T timed here."""
+    schema, tables = replace(bench.schema, max_history=T), bench.bundle.tables
     sizes = {schema.item_field.name: len(tables[keys.ITEM_TABLE].ids) + 1}
     sizes |= {f.name: len(tables[keys.field_table(f.name)].ids) + 1 for f in schema.field_tables}
     return Vocabulary(schema, sizes)

@@ -496,11 +496,11 @@ def test_movielens_preparer_writes_tables_and_a_schema(tmp_path):
     assert items["title"][0] == "Toy Story (1995)" and items["cat"][0] == "Animation"
     assert set(items["year"]) >= {"1990s", "1950s"}
     assert set(users["age"]) <= {"<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"}
-    samples = build_samples(
-        load_schema_file(schema_path), tmp_path / "ml", max_users=60, progress=False
-    )
+    schema = load_schema_file(schema_path)
+    samples = build_samples(schema, tmp_path / "ml", max_users=60, progress=False)
     assert len(samples.vocab.users) == 60 and samples.count("test") > 0
     rows = samples.read("fit")
-    assert rows.hist.shape[1] == 50 and rows.hist_len.max() == 50
+    longest = schema.features.max_history
+    assert longest == 100 and rows.hist.shape[1] == longest and rows.hist_len.max() == longest
     assert set(np.unique(rows.label)) == {0.0, 1.0} and (rows.user_fields > 0).all()
     assert any("é" in title for title in samples.vocab.titles.values())

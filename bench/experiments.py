@@ -85,6 +85,7 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "base-positive100+user-id+small-init+8ep": ("example", BASE | {"epochs": 8}, LONGER, {}),
     "base-positive100+user-id+small-init": ("example", BASE, {}, {}),
     "positive100+user-id+small-init+mlp256": ("example", {}, {}, {"mlp_hidden": [256, 128]}),
+    "positive100+user-id+small-init+att36": ("example", {}, {}, {"attention_hidden": [36]}),
 }
 
 

@@ -63,7 +63,8 @@ VARIANTS = {
 }
 
 
-PROPOSED = "max + flat + fused + row"  # the export proposed for export/model.py
+# "max + flat + fused + row" is what the exporter now publishes (ActivationUnit's `served`
+# form in export/model.py); the variants stay here to compare the alternatives with it.
 
 
 def prelu(x: torch.Tensor, alpha: torch.Tensor, form: str) -> torch.Tensor:

@@ -2,11 +2,11 @@
 
 Each variant is a torch module built around a trained DenseDIN (no weight is copied or
 changed) and exported with the serving signature (core/graph.py), so onnxruntime can time it
-against the current export. The knobs:
+against the split export that preceded it. The knobs:
 
-- prelu: `where` (the current torch.where(x > 0, x, a·x): Greater + Mul + Where), `prelu_op`
+- prelu: `where` (the split form's torch.where(x > 0, x, a·x): Greater + Mul + Where), `prelu_op`
   (ONNX's own PRelu on (pairs, H): one kernel), `relu_min` (relu(x) + a·min(x, 0)).
-- first: `split` (the current first attention layer: (q⊙k)·Wp, then two broadcast adds of the
+- first: `split` (the split form's first attention layer: (q⊙k)·Wp, then two broadcast adds of the
   per-candidate and per-behaviour terms over (C, T, H)) or `fused` (behaviour-major: per
   behaviour t, N_t = [diag(k_t)·Wpᵀ + (Wq+Wd)ᵀ ; k_t·(Wk−Wd)ᵀ + b] and hidden_t = [q, 1]·N_t,
   one batched MatMul that also does both adds; (T, C, H) layout, the (T, C) weights
@@ -45,7 +45,7 @@ class Variant:
 
 
 VARIANTS = {
-    "current export (split)": Variant(),
+    "split export (the former one)": Variant(),
     "PReLU as ONNX PRelu": Variant(prelu="prelu_op"),
     "PReLU as relu(x) + a·min(x, 0)": Variant(prelu="relu_min"),
     "PReLU as max(x, a·x)": Variant(prelu="max"),

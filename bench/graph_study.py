@@ -37,7 +37,7 @@ from bench.report import print_table
 from core import graph
 from core.graph import one_user_feeds
 
-CURRENT = "current export (split)"
+CURRENT = "split export (the former one)"
 ROUNDS, CALLS = 21, 12  # many short rounds: a burst of other work hits every candidate alike
 PROFILED_RUNS = 200
 LEVELS = {

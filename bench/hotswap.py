@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from bench.common import write_json
 from bench.report import print_table
 from bench.servers import redis_binaries, redis_server
 from bench.workload import catalogue_of, example_schema, random_slates, score_body
+from devtools.load import ClientThreads
 from devtools.local_service import LocalService
 from export.live import load_live_state
 from export.publish import publish_bundle
@@ -36,12 +36,13 @@ from export.versions import activate_version
 NAMESPACE, CLIENTS, N_ITEMS = "swap", 8, 2000
 
 
-class Load:
+class Load(ClientThreads):
+    """CLIENTS threads posting in a loop; records (time, url, status, version)."""
+
     def __init__(self, urls: list[str], payload: dict) -> None:
         self.urls, self.payload = urls, payload
         self.records: list[tuple[float, str, int, str | None]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.client, args=(k,)) for k in range(CLIENTS)]
+        super().__init__(CLIENTS)
 
     def client(self, k: int) -> None:
         url = self.urls[k % len(self.urls)]
@@ -61,19 +62,14 @@ def switch_times(records, url: str, new: str, at: float, until: float) -> tuple[
 
 
 def run_mode(client, urls: list[str], versions: list[str], payload: dict, swaps, gap) -> dict:
-    load = Load(urls, payload)
-    for thread in load.threads:
-        thread.start()
-    time.sleep(gap)
     activations = []
-    for k in range(swaps):
-        version = versions[(k + 1) % 2]
-        activations.append((time.monotonic(), version))
-        activate_version(client, NAMESPACE, version)
+    with Load(urls, payload) as load:
         time.sleep(gap)
-    load.stop.set()
-    for thread in load.threads:
-        thread.join()
+        for k in range(swaps):
+            version = versions[(k + 1) % 2]
+            activations.append((time.monotonic(), version))
+            activate_version(client, NAMESPACE, version)
+            time.sleep(gap)
     return summarise(load.records, urls, activations, gap)
 
 

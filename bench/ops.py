@@ -19,7 +19,6 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from bench.common import write_json
 from bench.report import print_table
+from devtools.load import ClientThreads
 from devtools.local_redis import LocalRedis
 from devtools.local_service import LocalService
 from export.canary import abort_canary, start_canary
@@ -40,29 +40,18 @@ CLI = [str(Path(sys.executable).with_name("ctr-export"))]
 BODY = {"user_id": "u1", "candidates": [{"item_id": f"s{k}"} for k in range(100)]}
 
 
-class Load:
+class Load(ClientThreads):
     """CLIENTS threads posting in a loop; counts answers by status."""
 
     def __init__(self, urls: list[str]) -> None:
         self.urls, self.statuses = urls, []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.client, args=(k,)) for k in range(CLIENTS)]
+        super().__init__(CLIENTS)
 
     def client(self, k: int) -> None:
         with httpx.Client(base_url=self.urls[k % len(self.urls)], timeout=10) as http:
             while not self.stop.is_set():
                 body = BODY | {"user_id": f"u{k}-{len(self.statuses)}"}
                 self.statuses.append(http.post("/v1/score", json=body).status_code)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
 
 
 def timed(command: list[str], env: dict) -> float:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from core.redis_conn import connect_redis
+from devtools.load import ClientThreads
 from devtools.local_redis import LocalRedis
 from export.live import load_from_samples
 from export.publish import publish_bundle
@@ -66,26 +67,15 @@ def assert_redis_unavailable(response: httpx.Response) -> None:
     assert response.headers["retry-after"] == "1"
 
 
-class Load:
+class Load(ClientThreads):
     """Threads posting the payloads in a loop; records (start, elapsed, status, body)."""
 
     def __init__(self, url: str, threads: int = 2) -> None:
         self.url = url
         self.records: list[tuple[float, float, int, dict]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._post, args=(k,)) for k in range(threads)]
+        super().__init__(threads)
 
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-    def _post(self, k: int) -> None:
+    def client(self, k: int) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self.stop.is_set():
                 payload = PAYLOADS[k % len(PAYLOADS)]

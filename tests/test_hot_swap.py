@@ -3,7 +3,6 @@ against uvicorn processes."""
 
 import base64
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from core import keys
+from devtools.load import ClientThreads
 from devtools.local_service import LocalService
 from export.publish import publish_bundle
 from export.train import predict
@@ -38,26 +38,15 @@ def slates(samples, n=6, size=20, seed=4):
     return out
 
 
-class Load:
+class Load(ClientThreads):
     """CLIENTS threads posting payloads in a loop; records (time, status, body, payload#)."""
 
     def __init__(self, urls: list[str], payloads: list[dict]) -> None:
         self.urls, self.payloads = urls, payloads
         self.records: list[tuple] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._client, args=(k,)) for k in range(CLIENTS)]
+        super().__init__(CLIENTS)
 
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-    def _client(self, k: int) -> None:
+    def client(self, k: int) -> None:
         url = self.urls[k % len(self.urls)]
         with httpx.Client(base_url=url, timeout=10) as client:
             n = k

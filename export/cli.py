@@ -30,7 +30,6 @@ DEFAULT_URL = "redis://localhost:6379/0"
 DEFAULT_BUNDLE = Path("artifacts/bundle")
 DEFAULT_SAMPLES = Path("artifacts/samples")
 DEFAULT_DATA_DIR = Path("data")
-COMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
 class CommandFailed(Exception):
@@ -92,7 +91,6 @@ def command(subparsers, name: str, handler, doc: str, store: bool = True):
     parser.set_defaults(handler=handler)
     if store:
         store_options(parser)
-    COMMANDS[name] = parser
     return parser
 
 
@@ -137,11 +135,10 @@ def training_options(parser: argparse.ArgumentParser) -> None:
         "--workers", type=at_least(1), default=1, help="data-parallel training processes"
     )
     flag(parser, "--progress", True, "progress bars")
+    hyperparameters(parser)
 
 
-def train_parser(subparsers) -> None:
-    parser = command(subparsers, "train", train, TRAIN_DOC, store=False)
-    training_options(parser)
+def hyperparameters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=at_least(1), default=128, help="the global batch")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default="constant", help="constant or cosine")
@@ -161,6 +158,11 @@ def train_parser(subparsers) -> None:
     )
     parser.add_argument("--activation", default="dice", help="dice or prelu")
     flag(parser, "--softmax", False, "softmax over attention weights")
+
+
+def train_parser(subparsers) -> None:
+    parser = command(subparsers, "train", train, TRAIN_DOC, store=False)
+    training_options(parser)
     flag(
         parser,
         "--prepare-only",
@@ -339,8 +341,7 @@ def gc_cmd(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Train, export, publish, load the live histories and activate, in one go."""
-    defaults = COMMANDS["train"].parse_args([])
-    bundle = train(argparse.Namespace(**(vars(defaults) | vars(args))))
+    bundle = train(args)
     version = publish_loaded(argparse.Namespace(**vars(args), version=None, activate=False), bundle)
     load_histories(argparse.Namespace(**vars(args), samples=args.samples_dir))
     activate(argparse.Namespace(**vars(args), version=version))
@@ -393,6 +394,7 @@ def publishing_parsers(subparsers) -> None:
     parser = command(subparsers, "run", run, run.__doc__)
     training_options(parser)
     publish_options(parser)
+    parser.set_defaults(prepare_only=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -113,13 +113,8 @@ class VariantAttention(nn.Module):
         return pairwise + per_candidate.unsqueeze(2) + per_behaviour.unsqueeze(1)
 
     def _first_fused(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        first = self.unit.first
-        w_q, w_k, w_d, w_p = first.weight.chunk(4, dim=1)  # each (H, D)
-        per_behaviour = k @ (w_k - w_d).T + first.bias  # (B, T, H)
-        n = k.unsqueeze(-1) * w_p.T + (w_q + w_d).T  # (B, T, D, H)
-        n = torch.cat([n, per_behaviour.unsqueeze(2)], dim=2)  # (B, T, D + 1, H)
-        ones_q = F.pad(q, (0, 1), value=1.0)  # (B, C, D + 1)
-        return ones_q.unsqueeze(1) @ n  # (B, T, C, H)
+        """The served form's behaviour-major first layer, (B, T, C, H)."""
+        return self.unit._first_behaviour_major(q, k)
 
     def _out(self, hidden: torch.Tensor) -> torch.Tensor:
         out = self.unit.out

@@ -39,7 +39,7 @@ class IngestSettings(StoreSettings):
         60_000, ge=1, description="claim another consumer's entries once idle this long"
     )
     history_ttl_s: int = Field(30 * DAY_S, ge=0, description="user keys expire; 0 = never")
-    dedupe_window: int = Field(1000, ge=1, description="event ids remembered per user")
+    dedupe_window: int = Field(1000, ge=1, description="event ids remembered per user (at least)")
     ingest_metrics_port: int = Field(
         9100, ge=0, le=65535, description="Prometheus /metrics and /healthz; 0 = off"
     )

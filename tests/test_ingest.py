@@ -338,6 +338,33 @@ def test_duplicates_by_event_id_and_by_redelivery_are_skipped_and_counted(
     assert group_state(redis_client, stream)["pending"] == 0
 
 
+def test_an_event_id_sent_again_with_a_newer_time_is_still_a_duplicate(
+    redis_client, redis_server, ns
+):
+    publish_version(redis_client, ns)
+    worker = Worker(worker_settings(redis_server.url, ns))
+    events.add_events(redis_client, ns, [events.event_fields("u", "i1", 1, "e1")], 1)
+    assert worker.drain() == 1
+    again = [events.event_fields("u", "i2", 2, "e2"), events.event_fields("u", "i9", 9, "e1")]
+    events.add_events(redis_client, ns, again, 1)
+    assert worker.drain() == 2
+    assert stored_histories(redis_client, ns, ["u"])["u"] == ["i1", "i2"]
+    assert sample(worker, "ctr_ingest_duplicates_total") == 1
+
+
+def test_a_user_with_thousands_of_events_in_one_batch_gets_each_once(
+    redis_client, redis_server, ns
+):
+    publish_version(redis_client, ns, "v1", max_history=3000)
+    worker = Worker(worker_settings(redis_server.url, ns, ingest_batch=3000))
+    sent = [events.event_fields("u", f"i{k}", k, f"e{k}") for k in range(2100)]
+    sent.append(events.event_fields("u", "again", 5000, "e7"))  # past Lua's 1000-value chunks
+    events.add_events(redis_client, ns, sent, 1)
+    assert worker.drain() == len(sent)
+    assert stored_histories(redis_client, ns, ["u"])["u"] == [f"i{k}" for k in range(2100)]
+    assert sample(worker, "ctr_ingest_duplicates_total") == 1
+
+
 def parse(worker: Worker, entries: list) -> Batch:
     return parse_batch(entries, worker.current_limits(), worker.settings.max_id_length)
 
@@ -354,7 +381,7 @@ def test_late_events_are_placed_by_time_until_older_than_the_dedupe_window(
     worker = Worker(worker_settings(redis_server.url, ns, dedupe_window=3))
     sent = [events.event_fields("u", f"i{t}", t) for t in (10, 11, 12, 13)]
     events.add_events(redis_client, ns, sent, 1)
-    worker.drain()  # the window now holds 11, 12, 13
+    worker.drain()  # the window's newest three: 11, 12, 13
     late = [events.event_fields("u", "i12.5", 12.5), events.event_fields("u", "i5", 5)]
     events.add_events(redis_client, ns, late, 1)
     worker.drain()

@@ -76,10 +76,13 @@ class RowFetcher:
         stats = FetchStats(cache_misses=sum(map(len, holes.values())))
         stats.cache_hits = sum(map(len, wanted.values())) - stats.cache_misses
         if stats.cache_misses:
+            groups = bundle.manifest.row_groups
             row_keys = [
-                keys.row_key(self.ns, bundle.version, t, wanted[t][k])
+                key
                 for t, positions in holes.items()
-                for k in positions
+                for key in keys.row_keys(
+                    self.ns, bundle.version, t, [wanted[t][k] for k in positions], groups
+                )
             ]
             values = iter(self._mget(row_keys))
             for table, positions in holes.items():

@@ -34,8 +34,12 @@ def request_rows(request, bundle) -> dict[str, list[str]]:
     return wanted_rows(lookup)[0]
 
 
-def all_keys(ns: str, version: str, wanted: dict[str, list[str]]) -> list[str]:
-    return [key for table, ids in wanted.items() for key in keys.row_keys(ns, version, table, ids)]
+def all_keys(ns: str, version: str, wanted: dict[str, list[str]], groups: int = 0) -> list[str]:
+    return [
+        key
+        for table, ids in wanted.items()
+        for key in keys.row_keys(ns, version, table, ids, groups)
+    ]
 
 
 def run_fetch(client, url: str, ns: str, version: str, catalogue: Catalogue) -> dict:

@@ -21,7 +21,6 @@ decode_behaviours reads a list back.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -30,8 +29,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-
 from core import keys
 from core.redis_conn import RedisClient
 
@@ -39,7 +36,7 @@ USER_ID, ITEM_ID, TIME, EVENT_ID = "user_id", "item_id", "time", "event_id"
 BASE_FIELDS = frozenset({USER_ID, ITEM_ID, TIME, EVENT_ID})
 REQUIRED_FIELDS = (USER_ID, ITEM_ID, TIME)
 DEFAULT_GROUP = "ctr-ingest"
-MAX_PARTITIONS = 1024
+MAX_PARTITIONS = keys.MAX_GROUPS
 SIDE_SEPARATOR = "\x1f"  # between an item id and its side fields in a history entry
 _JOIN = b"\x1e"  # joins a whole history to decode it in one pass; never inside an entry
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -79,17 +76,10 @@ def partition_of(user_id: str, partitions: int) -> int:
     return zlib.crc32(user_id.encode()) % partitions if partitions > 1 else 0
 
 
-@functools.cache
 def partition_tag(partition: int, partitions: int) -> str:
-    """The hash tag of partition p of P: the first of "p", "p.1", "p.2"... whose slot falls
-    in the p-th of P equal slot ranges, so on a cluster whose slots are split evenly (as
-    `redis-cli --cluster create` does) the partitions spread over the masters."""
-    if not 0 <= partition < partitions <= MAX_PARTITIONS:
-        raise ValueError(f"partition {partition} of {partitions} (at most {MAX_PARTITIONS})")
-    low = REDIS_CLUSTER_HASH_SLOTS * partition // partitions
-    high = REDIS_CLUSTER_HASH_SLOTS * (partition + 1) // partitions
-    candidates = (str(partition) if n == 0 else f"{partition}.{n}" for n in range(1 << 20))
-    return next(tag for tag in candidates if low <= key_slot(tag.encode()) < high)
+    """The hash tag of partition p of P (keys.spread_tag): "p", or "p.1"... where "p" falls
+    outside the p-th of P slot ranges, so the partitions spread over the masters."""
+    return keys.spread_tag("", partition, partitions)
 
 
 def stream_key(ns: str, partition: int, partitions: int) -> str:

@@ -13,6 +13,8 @@
 {ns}:{v}:rows-epoch          counter bumped by every row update of {v}
 {ns}:{v}:item:{raw id}       an item row: its item-side fields' embeddings, concatenated
 {ns}:{v}:f:{field}:{value}   one field's embedding row (side-field overrides, user, context)
+{ns}:{v}:{table}:{<g>}:{id}  the same rows when published in G slot groups (--row-groups G):
+                             <g> is the tag of group CRC-32(id) mod G, see spread_tag
 {ns}:{v}:meta:item:{raw id}  JSON {"title", "category"} of an item, shown by explanations
 {ns}:{v}:report:{file}       a file of the training report (report.png, report.md)
 {ns}:user:{<tag>}:hist       a user's recent behaviours, oldest first (encoded by
@@ -32,11 +34,22 @@ shorter tag (or an empty one, which hashes the whole key and splits the user's k
 slots). "{" stays as it is: inside a tag it means nothing. Ids are never empty (the API
 refuses them), so neither is the tag. A namespace holding braces would supply the tag
 itself and put every user on one slot: keep namespaces free of braces.
+
+Rows are one key per row, so on a cluster one request's 150 rows fall in about as many
+slots (one MGET each). A version published with G row groups tags each row with one of G
+tags, spread evenly over the slot ranges (spread_tag), so a request touches at most G slots,
+about G / masters per node. The price is balance: all rows of a group share one slot, so the
+cluster can move rows between nodes only a whole group at a time.
 """
 
+import functools
 import json
+import zlib
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 ITEM_TABLE = "item"
+MAX_GROUPS = 1024  # stream partitions or row groups
 
 
 def field_table(field: str) -> str:
@@ -94,13 +107,37 @@ def row_prefix(ns: str, version: str, table: str) -> str:
     return f"{ns}:{version}:{table}:"
 
 
-def row_key(ns: str, version: str, table: str, raw_id: str) -> str:
-    return f"{ns}:{version}:{table}:{raw_id}"
+def row_key(ns: str, version: str, table: str, raw_id: str, groups: int = 0) -> str:
+    return row_keys(ns, version, table, [raw_id], groups)[0]
 
 
-def row_keys(ns: str, version: str, table: str, raw_ids: list[str]) -> list[str]:
+def row_keys(ns: str, version: str, table: str, raw_ids: list[str], groups: int = 0) -> list[str]:
+    """The keys of rows of one table; `groups` is the version's row_groups (0: untagged)."""
     prefix = row_prefix(ns, version, table)
-    return [prefix + raw_id for raw_id in raw_ids]
+    if not groups:
+        return [prefix + raw_id for raw_id in raw_ids]
+    tags = row_group_tags(groups)
+    return [f"{prefix}{tags[zlib.crc32(i.encode()) % groups]}:{i}" for i in raw_ids]
+
+
+@functools.cache
+def row_group_tags(groups: int) -> tuple[str, ...]:
+    """ "{r0}", "{r1}"...: the hash tags of G row groups, each in its own slot range."""
+    return tuple(f"{{{spread_tag('r', g, groups)}}}" for g in range(groups))
+
+
+@functools.cache
+def spread_tag(prefix: str, index: int, count: int) -> str:
+    """The hash tag of group `index` of `count`: the first of prefix + "i", prefix + "i.1",
+    prefix + "i.2"... whose slot falls in the index-th of `count` equal slot ranges, so on a
+    cluster whose slots are split evenly (as `redis-cli --cluster create` does) the groups
+    spread evenly over the masters."""
+    if not 0 <= index < count <= MAX_GROUPS:
+        raise ValueError(f"group {index} of {count} (at most {MAX_GROUPS})")
+    low = REDIS_CLUSTER_HASH_SLOTS * index // count
+    high = REDIS_CLUSTER_HASH_SLOTS * (index + 1) // count
+    names = (f"{prefix}{index}" if n == 0 else f"{prefix}{index}.{n}" for n in range(1 << 20))
+    return next(tag for tag in names if low <= key_slot(tag.encode()) < high)
 
 
 def item_meta_keys(ns: str, version: str, raw_ids: list[str]) -> list[str]:

@@ -42,6 +42,7 @@ class Manifest:
     report: dict[str, str] = field(default_factory=dict)  # training report file -> sha256
     demo_users: list[str] = field(default_factory=list)  # users worth showing in the UI
     demo_items: list[str] = field(default_factory=list)  # candidates worth showing in the UI
+    row_groups: int = 0  # rows hash-tagged into this many slot groups (keys.row_keys); 0: none
     format: int = FORMAT
 
     @property
@@ -91,6 +92,9 @@ def validate_manifest(manifest: Manifest) -> None:
     """Raise ValueError when the manifest is internally inconsistent."""
     if manifest.row_dtype not in ROW_DTYPES:
         raise ValueError(f"row_dtype {manifest.row_dtype!r} is not one of {ROW_DTYPES}")
+    groups = manifest.row_groups
+    if type(groups) is not int or not 0 <= groups <= keys.MAX_GROUPS:
+        raise ValueError(f"row_groups {groups!r} is not in 0..{keys.MAX_GROUPS}")
     expected = expected_tables(manifest.schema)
     if set(manifest.tables) != set(expected):
         raise ValueError(
@@ -116,7 +120,7 @@ def read_probe_digest(client, ns: str, manifest: Manifest) -> str | None:
     any of them is missing. The exporter writes it into the manifest; the service checks it."""
     pipe = client.pipeline(transaction=False)
     for table, ids in manifest.probe_ids.items():
-        for key in keys.row_keys(ns, manifest.version, table, ids):
+        for key in keys.row_keys(ns, manifest.version, table, ids, manifest.row_groups):
             pipe.get(key)
     values = iter(pipe.execute())
     rows = {table: [next(values) for _ in ids] for table, ids in manifest.probe_ids.items()}

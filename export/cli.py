@@ -199,11 +199,14 @@ def train(args: argparse.Namespace):
 
 def publish_cmd(args: argparse.Namespace) -> str:
     """Publish a saved bundle as a new version (and activate it unless --no-activate)."""
+    from core.keys import MAX_GROUPS
     from core.manifest import ROW_DTYPES
     from export.bundle import load_bundle
 
     if args.row_dtype not in ROW_DTYPES:
         raise CommandFailed(f"--row-dtype must be one of {ROW_DTYPES}")
+    if not 0 <= args.row_groups <= MAX_GROUPS:
+        raise CommandFailed(f"--row-groups must be in 0..{MAX_GROUPS}, not {args.row_groups}")
     return publish_loaded(args, load_bundle(args.bundle_dir))
 
 
@@ -216,6 +219,7 @@ def publish_loaded(args: argparse.Namespace, bundle) -> str:
         bundle,
         version=args.version,
         row_dtype=args.row_dtype,
+        row_groups=args.row_groups,
         activate=args.activate,
         progress=args.progress,
     )
@@ -225,6 +229,14 @@ def publish_loaded(args: argparse.Namespace, bundle) -> str:
 
 def publish_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row-dtype", default="float32", help="float32 or float16")
+    parser.add_argument(
+        "--row-groups",
+        type=int,
+        default=0,
+        metavar="G",
+        help="hash-tag rows into G slot groups, so a request touches at most G slots of a "
+        "Redis Cluster (0: one key per row, untagged; on one node it changes nothing)",
+    )
 
 
 def activate(args: argparse.Namespace) -> None:

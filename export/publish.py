@@ -49,14 +49,17 @@ def publish_bundle(
     *,
     version: str | None = None,
     row_dtype: str = "float32",
+    row_groups: int = 0,
     activate: bool = True,
     progress: bool = True,
 ) -> Manifest:
+    if not 0 <= row_groups <= keys.MAX_GROUPS:
+        raise PublishError(f"row_groups must be in 0..{keys.MAX_GROUPS}, not {row_groups}")
     version = version or next_version(client, ns)
     claim_version(client, ns, version)
     client.set(keys.onnx_key(ns, version), bundle.onnx)
     tables = bundle.tables.items()
-    table_keys = {name: keys.row_keys(ns, version, name, t.ids) for name, t in tables}
+    table_keys = {name: keys.row_keys(ns, version, name, t.ids, row_groups) for name, t in tables}
     for name, table in tables:
         write_rows(
             client,
@@ -66,7 +69,7 @@ def publish_bundle(
             lease=(keys.lease_key(ns, version), LEASE_SECONDS),
         )
     meta_keys = write_extras(client, ns, version, bundle)
-    manifest = make_manifest(bundle, version, row_dtype)
+    manifest = make_manifest(bundle, version, row_dtype, row_groups)
     renew_lease(client, ns, version)
     verify_version(client, ns, manifest, table_keys | {"item metadata": meta_keys})
     manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
@@ -111,7 +114,7 @@ def renew_lease(client: RedisClient, ns: str, version: str) -> None:
         raise PublishError(f"the lease on {version} expired; it may have been collected")
 
 
-def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
+def make_manifest(bundle: Bundle, version: str, row_dtype: str, row_groups: int = 0) -> Manifest:
     tables = {
         name: TableSpec(rows=len(t.ids), dim=t.rows.shape[1], default_row=t.default.tolist())
         for name, t in bundle.tables.items()
@@ -120,6 +123,7 @@ def make_manifest(bundle: Bundle, version: str, row_dtype: str) -> Manifest:
         version=version,
         created_at=time.time(),
         row_dtype=row_dtype,
+        row_groups=row_groups,
         tables=tables,
         schema=bundle.schema,
         onnx_sha256=hashlib.sha256(bundle.onnx).hexdigest(),

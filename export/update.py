@@ -42,7 +42,9 @@ def update_rows(
     if rows.ndim != 2 or rows.shape != (len(ids), dim):
         raise PublishError(f"{table} rows must be shaped ({len(ids)}, {dim}), got {rows.shape}")
     write_rows(
-        client, keys.row_keys(ns, version, table, ids), encode_rows(rows, manifest.row_dtype)
+        client,
+        keys.row_keys(ns, version, table, ids, manifest.row_groups),
+        encode_rows(rows, manifest.row_dtype),
     )
     if set(ids) & set(manifest.probe_ids.get(table, [])):  # keep the version loadable
         manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)

@@ -61,6 +61,8 @@ def test_bad_row_dtype_is_refused(cli, tmp_path):
     folder = save_bundle(synthetic_bundle(5), tmp_path / "b")
     code, out = cli("publish", str(folder), "--row-dtype", "int8")
     assert code == 1 and "float16" in out
+    code, out = cli("publish", str(folder), "--row-groups", "5000")
+    assert code == 1 and "--row-groups must be in 0..1024" in out
 
 
 def test_run_trains_both_models_and_publishes_the_training_report(cli, redis_client, ns, tmp_path):

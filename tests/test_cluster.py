@@ -41,11 +41,13 @@ def keys_per_node(cluster) -> list[int]:
     return [node.client().dbsize() for node in cluster.nodes]
 
 
+@pytest.mark.parametrize("row_groups", [0, 6])
 def test_cluster_serves_the_same_scores_as_a_single_node(
-    redis_server, redis_client, cluster, cluster_client, ns, bundle, samples
+    redis_server, redis_client, cluster, cluster_client, ns, bundle, samples, row_groups
 ):
+    publish_bundle(redis_client, ns, bundle, progress=False)
+    publish_bundle(cluster_client, ns, bundle, row_groups=row_groups, progress=False)
     for client in (redis_client, cluster_client):
-        publish_bundle(client, ns, bundle, progress=False)
         load_from_samples(client, ns, samples, progress=False)
     assert all(count > 100 for count in keys_per_node(cluster)), "rows are not spread"
     with (
@@ -59,9 +61,13 @@ def test_cluster_serves_the_same_scores_as_a_single_node(
             assert one.json() == many.json()
 
 
-def test_cluster_fetch_sends_one_mget_per_slot_to_the_owning_node(cluster, cluster_client, ns):
+@pytest.mark.parametrize("row_groups", [0, 6])
+def test_cluster_fetch_sends_one_mget_per_slot_to_the_owning_node(
+    cluster, cluster_client, ns, row_groups
+):
     small = synthetic_bundle(400)
-    version = publish_bundle(cluster_client, ns, small, progress=False).version
+    version = publish_bundle(cluster_client, ns, small, row_groups=row_groups, progress=False)
+    version = version.version
     loaded = load_version(cluster_client, ns, version, "cpu", 1)
     fetcher = RowFetcher(cluster_client, ns, RowCache(0))
     ids = [str(i) for i in small.tables["item"].ids[:150]]
@@ -70,7 +76,10 @@ def test_cluster_fetch_sends_one_mget_per_slot_to_the_owning_node(cluster, clust
     rows, stats = fetcher.fetch_tables(loaded, {"item": ids})
     assert rows["item"] == encode_rows(small.tables["item"].rows[:150], "float32")
     assert stats.cache_misses == 150 and stats.unknown == {"item": 0}
-    expected = slots_per_node(cluster_client, keys.row_keys(ns, version, "item", ids))
+    row_keys = keys.row_keys(ns, version, "item", ids, row_groups)
+    expected = slots_per_node(cluster_client, row_keys)
+    if row_groups:  # the groups' slots are spread evenly: two on each of the three masters
+        assert sorted(expected.values()) == [2, 2, 2]
     for node in cluster.nodes:
         calls = node.client().info("commandstats")
         assert calls.get("cmdstat_mget", {}).get("calls", 0) == expected[node.port]

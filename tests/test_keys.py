@@ -28,6 +28,18 @@ def test_key_builders_give_exact_strings():
     assert keys.version_pattern("din", "v3") == "din:v3:*"
 
 
+def test_row_groups_tag_each_row_with_one_of_g_tags_spread_over_the_slot_ranges():
+    grouped = keys.row_keys("din", "v3", "item", [str(i) for i in range(200)], 6)
+    tags = {key.split(":")[3] for key in grouped}
+    assert tags == set(keys.row_group_tags(6))
+    assert all(key.endswith(f":{i}") for i, key in enumerate(grouped))
+    sixths = sorted(key_slot(tag.strip("{}").encode()) * 6 // 16384 for tag in tags)
+    assert sixths == [0, 1, 2, 3, 4, 5]
+    assert keys.row_key("din", "v3", "item", "7", 6) in keys.row_keys("din", "v3", "item", ["7"], 6)
+    with pytest.raises(ValueError, match="at most 1024"):
+        keys.spread_tag("r", 0, 1025)
+
+
 def test_events_round_trip_and_garbage_is_unknown():
     event = keys.parse_event(keys.rows_updated_event("v2", "item", ["a b", "c"]))
     assert event == {"kind": "rows-updated", "version": "v2", "table": "item", "ids": ["a b", "c"]}

@@ -9,7 +9,7 @@ import pytest
 from core import graph, keys
 from core.graph import one_user_feeds, user_inputs
 from core.manifest import Manifest
-from core.rows import decode_rows
+from core.rows import decode_rows, encode_rows
 from export import gc
 from export.publish import PublishError, publish_bundle
 from export.synthetic import synthetic_bundle
@@ -127,6 +127,18 @@ def test_fp16_rows_are_half_the_bytes(redis_client, ns, bundle):
     assert len(raw) == width * 2
     decoded = decode_rows([raw], "float16", width)[0]
     assert np.abs(decoded - bundle.tables["item"].rows[0]).max() < 1e-2
+
+
+def test_row_groups_are_recorded_and_rows_live_under_their_group_tags(redis_client, ns, bundle):
+    manifest = publish_bundle(redis_client, ns, bundle, row_groups=6, progress=False)
+    assert (
+        Manifest.from_json(redis_client.get(keys.manifest_key(ns, manifest.version))).row_groups
+        == 6
+    )
+    ids = [str(i) for i in bundle.tables["item"].ids[:20]]
+    grouped = keys.row_keys(ns, manifest.version, "item", ids, 6)
+    assert redis_client.mget(grouped) == encode_rows(bundle.tables["item"].rows[:20], "float32")
+    assert redis_client.exists(*keys.row_keys(ns, manifest.version, "item", ids)) == 0
 
 
 def test_killed_writer_leaves_active_version_and_listing_untouched(redis_server, redis_client, ns):

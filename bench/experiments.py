@@ -86,6 +86,10 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "base-positive100+user-id+small-init": ("example", BASE, {}, {}),
     "positive100+user-id+small-init+mlp256": ("example", {}, {}, {"mlp_hidden": [256, 128]}),
     "positive100+user-id+small-init+att36": ("example", {}, {}, {"attention_hidden": [36]}),
+    "positive100+user-id+small-init+bs64": ("example", {}, {"batch_size": 64}, {}),
+    "positive100+user-id+small-init+bs256": ("example", {}, {"batch_size": 256}, {}),
+    "positive100+user-id+small-init+lr3e-3": ("example", {}, {"lr": 3e-3}, {}),
+    "positive100+user-id+small-init+prelu": ("example", {}, {}, {"activation": "prelu"}),
 }
 
 

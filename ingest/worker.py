@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -260,19 +261,45 @@ class Applied:
     dead: list[tuple[str, dict, str]] = field(default_factory=list)
 
 
+@dataclass
+class Prepared:
+    """A parsed batch with its script calls built, ready to send."""
+
+    batch: Batch
+    max_history: int
+    calls: list[list[str]]  # users per script call
+    commands: list[tuple]  # the EVALSHA of each call
+
+
+@dataclass
+class ReadAhead:
+    """A command sent ahead of a batch's script calls in the same round trip; its reply is
+    handed to on_reply while Redis is still running the scripts."""
+
+    command: tuple
+    on_reply: Callable[[object], None]
+
+
 class Applier:
     """Runs the apply script for every user of a batch in one pipelined round trip (one per
     node on a cluster), each call covering up to EVENTS_PER_CALL events of users that share
-    a hash slot."""
+    a hash slot. On one node, a read of the next batch may go first in the same round trip
+    (ReadAhead), so that the worker parses it while Redis applies this one."""
 
     def __init__(self, client: RedisClient, settings: IngestSettings) -> None:
         self.client, self.settings = client, settings
         self.script = client.register_script(APPLY_LUA)
         self.cluster = is_cluster(client)
 
-    def apply(self, batch: Batch, max_history: int) -> Applied:
+    def prepare(self, batch: Batch, max_history: int) -> Prepared:
+        calls = plan_calls(batch.by_user, self._group_of)
+        commands = [self._command(users, batch, max_history) for users in calls]
+        return Prepared(batch, max_history, calls, commands)
+
+    def apply(self, prepared: Prepared, ahead: ReadAhead | None = None) -> Applied:
         result = Applied()
-        self._apply_calls(plan_calls(batch.by_user, self._group_of), batch, max_history, result)
+        replies = self._send(prepared.commands, ahead)
+        self._settle(prepared.calls, replies, prepared, result)
         return result
 
     def _group_of(self, user: str) -> int:
@@ -280,32 +307,61 @@ class Applier:
         key = keys.history_key(self.settings.namespace, user)
         return key_slot(key.encode()) if self.cluster else 0
 
-    def _apply_calls(self, calls, batch: Batch, max_history: int, result: Applied, depth=0):
+    def _settle(self, calls, replies, prepared: Prepared, result: Applied, depth=0) -> None:
         retry, loaded = [], False
-        for users, reply in zip(calls, self._run(calls, batch, max_history), strict=True):
+        for users, reply in zip(calls, replies, strict=True):
             if isinstance(reply, redis.exceptions.NoScriptError) and depth < 2:
                 loaded = loaded or bool(self.client.script_load(APPLY_LUA))  # an empty cache
                 retry.append(users)
             elif isinstance(reply, redis.exceptions.ResponseError) and len(users) > 1:
                 retry += [[user] for user in users]  # one at a time, to find the user at fault
             else:
-                self._collect(result, batch, users, reply)
+                self._collect(result, prepared.batch, users, reply)
         if retry:  # users applied before a failure count as duplicates the second time
-            self._apply_calls(retry, batch, max_history, result, depth + 1)
+            batch, max_history = prepared.batch, prepared.max_history
+            replies = self._send([self._command(users, batch, max_history) for users in retry])
+            self._settle(retry, replies, prepared, result, depth + 1)
 
-    def _run(self, calls: list[list[str]], batch: Batch, max_history: int) -> list:
+    def _command(self, users: list[str], batch: Batch, max_history: int) -> tuple:
         s, ns = self.settings, self.settings.namespace
-        head = [max_history, s.dedupe_window, s.history_ttl_s]
+        user_keys, arguments = [], [max_history, s.dedupe_window, s.history_ttl_s]
+        for user in users:
+            user_keys += keys.user_keys(ns, user)
+            entries = batch.by_user[user]
+            arguments += [len(entries), *_arguments(entries)]
+        return ("EVALSHA", self.script.sha, len(user_keys), *user_keys, *arguments)
+
+    def _send(self, commands: list[tuple], ahead: ReadAhead | None = None) -> list:
+        """Each command's reply, errors as values. EVALSHA by name: redis-py refuses its
+        evalsha method in a cluster pipeline."""
+        if ahead is not None and not self.cluster:
+            return self._send_behind(ahead, commands)
         pipe = self.client.pipeline(transaction=False)
-        for users in calls:
-            user_keys, arguments = [], list(head)
-            for user in users:
-                user_keys += keys.user_keys(ns, user)
-                entries = batch.by_user[user]
-                arguments += [len(entries), *_arguments(entries)]
-            # EVALSHA by name: redis-py refuses its evalsha method in a cluster pipeline
-            pipe.execute_command("EVALSHA", self.script.sha, len(user_keys), *user_keys, *arguments)
+        for command in commands:
+            pipe.execute_command(*command)
         return pipe.execute(raise_on_error=False)
+
+    def _send_behind(self, ahead: ReadAhead, commands: list[tuple]) -> list:
+        """One round trip on one connection: the read-ahead first, then the scripts. Its
+        reply is handled as soon as it arrives, before the scripts' replies are read. Any
+        failure drops the connection, so no reply is left unread on it."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands([ahead.command, *commands]))
+            ahead.on_reply(self._reply(connection, ahead.command[0]))
+            return [self._reply(connection, command[0]) for command in commands]
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
+    def _reply(self, connection, command_name: str):
+        try:
+            return self.client.parse_response(connection, command_name)
+        except redis.exceptions.ResponseError as error:  # an error reply, not a lost link
+            return error
 
     @staticmethod
     def _collect(result: Applied, batch: Batch, users: list[str], reply) -> None:
@@ -412,11 +468,16 @@ class Worker:
                 self._limits_read_at = time.monotonic()
             return self.limits
 
-    def handle(self, stream: str, entries: list) -> None:
-        """Apply a batch read from `stream`, dead-letter what cannot be applied, then ack."""
+    def prepare(self, entries: list) -> Prepared:
         limits = self.current_limits()
         batch = parse_batch(entries, limits, self.settings.max_id_length)
-        result = self.applier.apply(batch, limits.max_history)
+        return self.applier.prepare(batch, limits.max_history)
+
+    def handle(self, stream: str, prepared: Prepared, ahead: ReadAhead | None = None) -> None:
+        """Apply a batch read from `stream` (with `ahead` in the same round trip), dead-letter
+        what cannot be applied, then ack."""
+        batch = prepared.batch
+        result = self.applier.apply(prepared, ahead)
         dead = batch.dead + result.dead
         if dead:
             self._dead_letter(stream, dead)
@@ -524,7 +585,12 @@ def _text(value: str | bytes) -> str:
 
 class StreamConsumer:
     """The loop of one stream: this consumer's own unacknowledged entries first (a restart
-    under the same name), entries claimed from consumers idle too long, then new entries."""
+    under the same name), entries claimed from consumers idle too long, then new entries.
+
+    Reading new entries, each batch's round trip also reads the next one (ReadAhead, one
+    node only), which is parsed while Redis applies the batch: the worker's Python and
+    Redis then work at the same time instead of in turns. The next batch is pending for this
+    consumer from that read on, exactly as if read on its own, so a crash loses nothing."""
 
     def __init__(self, worker: Worker, stream: str) -> None:
         self.worker, self.stream, self.client = worker, stream, worker.client
@@ -536,6 +602,7 @@ class StreamConsumer:
         self.own_backlog = True
         self.claim_cursor = "0-0"
         self.next_claim = 0.0
+        self.ready: Prepared | None = None  # the batch read ahead, parsed
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: Redis errors are waited out; anything else stops the whole worker
@@ -560,13 +627,43 @@ class StreamConsumer:
                 self._failed(error)
                 stop.wait(delay)
                 delay = min(2 * delay, BACKOFF_S[1])
+        self._finish()
 
-    def step(self, block_ms: int | None) -> int:
-        """Handle one batch: claimed, else read (waiting up to block_ms; None: no wait)."""
-        entries = self.claim() or self.read(block_ms)
-        if entries:
-            self.worker.handle(self.stream, entries)
-        return len(entries)
+    def _finish(self) -> None:
+        """Stopping: apply the batch read ahead too, so nothing stays pending."""
+        if self.ready is None:
+            return
+        try:
+            self.step(None, read_ahead=False)
+        except REDIS_ERRORS as error:  # left pending: read back at the next start
+            self._failed(error)
+
+    def step(self, block_ms: int | None, read_ahead: bool = True) -> int:
+        """Handle one batch: the one read ahead, else claimed, else read (waiting up to
+        block_ms; None: no wait)."""
+        prepared, self.ready = self.ready, None
+        if prepared is None:
+            entries = self.claim() or self.read(block_ms)
+            if not entries:
+                return 0
+            prepared = self.worker.prepare(entries)
+        ahead = self._read_ahead() if read_ahead else None
+        self.worker.handle(self.stream, prepared, ahead)
+        return len(prepared.batch.ids)
+
+    def _read_ahead(self) -> ReadAhead | None:
+        """The next read, unless this consumer is reading its own backlog or a claim is due
+        (those go first, on their own)."""
+        if self.own_backlog or time.monotonic() >= self.next_claim:
+            return None
+        command = ("XREADGROUP", "GROUP", self.group, self.name, "COUNT", self.count)
+        return ReadAhead((*command, "STREAMS", self.stream, ">"), self._read_ahead_reply)
+
+    def _read_ahead_reply(self, reply) -> None:
+        if isinstance(reply, Exception):
+            raise reply
+        entries = reply[0][1] if reply else []
+        self.ready = self.worker.prepare(entries) if entries else None
 
     def ensure_group(self) -> None:
         """From the stream's first entry: events XADDed before any worker ran are applied."""
@@ -612,7 +709,7 @@ class StreamConsumer:
     def _failed(self, error: Exception) -> None:
         """Whatever was read and not acknowledged is read back from the start; a deleted
         stream or group (a flushed Redis) is created again."""
-        self.own_backlog = True
+        self.own_backlog, self.ready = True, None
         self.has_group = self.has_group and "NOGROUP" not in str(error)
         self.worker.metrics.redis_errors.labels(op="consume").inc()
         log.warning("%s: %s: %s, backing off", self.stream, type(error).__name__, error)

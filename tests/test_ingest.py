@@ -34,7 +34,7 @@ from core.schema import two_field_schema
 from devtools.local_redis import LocalRedis, free_port, stop_process
 from ingest.config import IngestSettings
 from ingest.metrics import serve_http
-from ingest.worker import EVENTS_PER_CALL, Batch, Worker, parse_batch, plan_calls, read_limits
+from ingest.worker import EVENTS_PER_CALL, StreamConsumer, Worker, plan_calls, read_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_HISTORY = 150  # of the published test version: longer than any test user's events
@@ -330,7 +330,7 @@ def test_duplicates_by_event_id_and_by_redelivery_are_skipped_and_counted(
     # A consumer reads the next entries, applies them and dies before acknowledging:
     stream = events.stream_key(ns, 0, 1)
     reply = redis_client.xreadgroup(events.DEFAULT_GROUP, "dies", {stream: ">"})
-    worker.applier.apply(parse(worker, reply[0][1]), MAX_HISTORY)  # applied, never acked
+    worker.applier.apply(worker.prepare(reply[0][1]))  # applied, never acked
     wait_until(lambda: idle_ms(redis_client, stream) > 1, "the entries are claimable")
     assert worker.drain() == 3  # claimed from the dead consumer and applied again
     assert stored_histories(redis_client, ns, ["u"])["u"] == ["i0", "i1", "i2", "i3"]
@@ -365,8 +365,26 @@ def test_a_user_with_thousands_of_events_in_one_batch_gets_each_once(
     assert sample(worker, "ctr_ingest_duplicates_total") == 1
 
 
-def parse(worker: Worker, entries: list) -> Batch:
-    return parse_batch(entries, worker.current_limits(), worker.settings.max_id_length)
+def test_each_batch_reads_the_next_in_its_round_trip_and_acks_only_what_it_applied(
+    redis_client, redis_server, ns
+):
+    publish_version(redis_client, ns)
+    sent = [events.event_fields(f"u{k % 7}", f"i{k}", k) for k in range(30)]
+    events.add_events(redis_client, ns, sent, 1)
+    worker = Worker(worker_settings(redis_server.url, ns, ingest_batch=10))
+    [stream] = worker.streams
+    consumer = StreamConsumer(worker, stream)
+    consumer.ensure_group()
+    assert consumer.step(None) == 0  # its own backlog, empty: from now on, new entries
+    applied, read_ahead = [], []
+    for _ in range(3):
+        assert consumer.step(None) == 10
+        applied.append(sample(worker, "ctr_ingest_events_total"))
+        read_ahead.append(len(consumer.ready.batch.ids) if consumer.ready else 0)
+        assert group_state(redis_client, stream)["pending"] == read_ahead[-1]  # not acked
+    assert applied == [10, 20, 30] and read_ahead == [10, 10, 0]
+    expected = {f"u{u}": [f"i{k}" for k in range(u, 30, 7)] for u in range(7)}
+    assert stored_histories(redis_client, ns, expected) == expected
 
 
 def idle_ms(client: RedisClient, stream: str) -> int:

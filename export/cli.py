@@ -156,7 +156,7 @@ def hyperparameters(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="stop after N epochs without a better valid GAUC (default 2; 0 = never)",
     )
-    parser.add_argument("--activation", default="dice", help="dice or prelu")
+    parser.add_argument("--activation", default="prelu", help="prelu or dice")
     flag(parser, "--softmax", False, "softmax over attention weights")
 
 

@@ -39,7 +39,7 @@ class TrainJob:
     mba_lambda: float = 0.0
     dropout: float = 0.0
     patience: int | None = 2  # chosen on validation users (docs/quality.md); 0 or None: never
-    activation: str = "dice"
+    activation: str = "prelu"
     softmax: bool = False
     data_dir: Path = DEFAULT_DATA_DIR
     baseline: bool = True  # also train the other model, for the report

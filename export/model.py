@@ -28,7 +28,7 @@ class DINConfig:
     vocab_sizes: dict[str, int]  # rows of each field's table, index 0 = padding / missing
     attention_hidden: list[int] = field(default_factory=lambda: [80, 40])
     mlp_hidden: list[int] = field(default_factory=lambda: [200, 80])
-    activation: str = "dice"  # of the top MLP: "dice" or "prelu"
+    activation: str = "prelu"  # of the top MLP: "prelu" or "dice" (docs/quality.md)
     pooling: str = "attention"  # "attention" is DIN, "sum" is the BaseModel
     softmax: bool = False  # the paper drops it to keep the intensity of interest
     sum_pool_input: bool = True  # DIN's top MLP also sees the sum-pooled history

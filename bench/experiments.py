@@ -98,6 +98,12 @@ VARIANTS = {
 }
 # The winner on validation users, now the example's default: PReLU in the top MLP.
 VARIANTS["positive100+user-id+small-init+prelu"] = ("example", {}, {}, {"activation": "prelu"})
+VARIANTS["positive100+user-id+small-init+prelu+att-dice"] = (
+    "example",
+    {},
+    {},
+    {"activation": "prelu", "attention_activation": "dice"},
+)
 
 
 def schema_variant(source: Path, change: str) -> Path:

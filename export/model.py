@@ -29,6 +29,7 @@ class DINConfig:
     attention_hidden: list[int] = field(default_factory=lambda: [80, 40])
     mlp_hidden: list[int] = field(default_factory=lambda: [200, 80])
     activation: str = "prelu"  # of the top MLP: "prelu" or "dice" (docs/quality.md)
+    attention_activation: str = "prelu"  # of the activation unit's hidden layers
     pooling: str = "attention"  # "attention" is DIN, "sum" is the BaseModel
     softmax: bool = False  # the paper drops it to keep the intensity of interest
     sum_pool_input: bool = True  # DIN's top MLP also sees the sum-pooled history
@@ -38,8 +39,11 @@ class DINConfig:
     dropout: float = 0.0  # after each hidden layer of the top MLP, in training only
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for name in ("activation", "attention_activation"):
+            if getattr(self, name) not in ACTIVATIONS:
+                raise ValueError(
+                    f"{name} must be one of {ACTIVATIONS}, got {getattr(self, name)!r}"
+                )
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
@@ -79,6 +83,9 @@ class Dice(nn.Module):
             )
         gate = torch.sigmoid(normed)
         return gate * x + (1 - gate) * self.alpha * x
+
+    def served(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
 
 
 class PReLU(nn.Module):
@@ -125,11 +132,11 @@ class ActivationUnit(nn.Module):
     - `served`, for the exported graph: fewer, larger kernels (see `_served`).
     """
 
-    def __init__(self, dim: int, hidden: list[int]) -> None:
+    def __init__(self, dim: int, hidden: list[int], activation: str = "prelu") -> None:
         super().__init__()
         self.first = nn.Linear(4 * dim, hidden[0])
-        self.first_act = PReLU(hidden[0])
-        self.rest = make_mlp(hidden, "prelu")
+        self.first_act = make_activation(activation, hidden[0])
+        self.rest = make_mlp(hidden, activation)
         self.out = nn.Linear(hidden[-1], 1)
         self.form = "concat"
 
@@ -172,7 +179,7 @@ class ActivationUnit(nn.Module):
         shape = hidden.shape  # (B, T, C, H)
         hidden = self.first_act.served(hidden.reshape(-1, shape[-1]))  # (pairs, H)
         for layer in self.rest:
-            hidden = layer.served(hidden) if isinstance(layer, PReLU) else layer(hidden)
+            hidden = layer.served(hidden) if isinstance(layer, PReLU | Dice) else layer(hidden)
         scores = F.linear(self.out.weight, hidden) + self.out.bias  # (1, pairs)
         return scores.reshape(shape[:-1]).transpose(1, 2)  # (B, C, T)
 
@@ -203,7 +210,9 @@ class DenseDIN(nn.Module):
         self.config = config
         dim, schema = config.goods_dim, config.schema
         self.attention = (
-            ActivationUnit(dim, config.attention_hidden) if config.pooling == "attention" else None
+            ActivationUnit(dim, config.attention_hidden, config.attention_activation)
+            if config.pooling == "attention"
+            else None
         )
         n_goods = 2 + (config.sum_pool_input and self.attention is not None)
         width = n_goods * dim + schema.user_dim + schema.context_dim

@@ -32,8 +32,9 @@ def random_dense(schema=TWO_FIELDS, **overrides) -> DenseDIN:
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("softmax", [False, True])
-def test_every_attention_form_equals_the_concat_reference(form, softmax):
-    dense = random_dense(softmax=softmax)
+@pytest.mark.parametrize("attention_activation", ["prelu", "dice"])
+def test_every_attention_form_equals_the_concat_reference(form, softmax, attention_activation):
+    dense = random_dense(softmax=softmax, attention_activation=attention_activation)
     cand, hist = torch.randn(2, 7, 36), torch.randn(2, 11, 36)
     mask = (torch.arange(11) < torch.tensor([[4], [11]])).float()
     full = dense(cand, hist, mask)

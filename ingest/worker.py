@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import hiredis
 import redis
 from redis.crc import key_slot
 
@@ -348,7 +349,9 @@ class Applier:
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands([ahead.command, *commands]))
+            # hiredis packs a whole command in C; redis-py's own packing walks every argument
+            packed = b"".join(hiredis.pack_command(c) for c in (ahead.command, *commands))
+            connection.send_packed_command([packed])
             ahead.on_reply(self._reply(connection, ahead.command[0]))
             return [self._reply(connection, command[0]) for command in commands]
         except BaseException:

@@ -132,6 +132,7 @@ def run_one(key: str, seed: int, data: PeerData, job: TrainJob, epochs: int) -> 
 def mean_of(runs: list[dict]) -> dict[str, float]:
     means = {k: float(np.mean([r["test"][k] for r in runs])) for k in METRICS}
     means["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
+    means["valid_gauc"] = float(np.mean([r["valid"]["gauc"] for r in runs]))
     means["gauc_spread"] = float(np.ptp([r["test"]["gauc"] for r in runs]))
     means["seeds"] = len(runs)
     return means
@@ -219,6 +220,7 @@ def model_rows(entry: dict) -> list[list[str]]:
     rows = [
         [
             f"seed {r['seed']}",
+            f"{r['valid']['gauc']:.4f}",
             *_metrics(r["test"]),
             str(r["best_epoch"]),
             f"{r['train_seconds']:.1f}",
@@ -226,7 +228,8 @@ def model_rows(entry: dict) -> list[list[str]]:
         for r in entry["runs"]
     ]
     mean = entry["mean"]
-    rows.append(["mean", *_metrics(mean), "", f"{mean['train_seconds']:.1f}"])
+    valid = f"{mean['valid_gauc']:.4f}"
+    rows.append(["mean", valid, *_metrics(mean), "", f"{mean['train_seconds']:.1f}"])
     return rows
 
 
@@ -276,7 +279,7 @@ def print_results(results: dict) -> None:
         "its epoch by validation GAUC and sees the test users only for the final score"
     )
     setup = results["setup"]
-    header = ["run", "test AUC", "test GAUC", "logloss", "best epoch", "train s"]
+    header = ["run", "valid GAUC", "test AUC", "test GAUC", "logloss", "best epoch", "train s"]
     for name, entry in results["models"].items():
         title = f"{name}: {setup['epochs']} epoch(s), batch 128, {setup['torch_threads']} threads"
         print_table(title, header, model_rows(entry))

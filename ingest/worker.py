@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 BACKOFF_S = (0.05, 5.0)  # first and longest wait after a Redis error
 STATS_INTERVAL_S = 2.0
 EVENTS_PER_CALL = 32  # bounds how long one call holds Redis: the service's reads wait behind it
+TTL_CHECKS_KEPT = 200_000  # users whose last TTL check a worker remembers
 
 # One call applies the batches of one or more users (of one hash slot on a cluster).
 # KEYS: per user, history, seen, profile. ARGV: max_history, dedupe window, ttl_s, then per
-# user the count n of its events and n triples (dedupe id, time, history entry), oldest
-# first. Returns per user {duplicate ids, late ids}.
+# user the count n of its events, whether to check its TTL (1 or 0), and n triples (dedupe
+# id, time, history entry), oldest first. Returns per user {duplicate ids, late ids}.
 #
 # An event is late when the user's window is full and the event is no newer than the
 # window's oldest: its id may have left the window, so applying it could apply it twice.
@@ -140,7 +141,7 @@ local function append(history, seen, pending, duplicates)
   return length
 end
 
-local function apply_user(history, seen, profile, first, n)
+local function apply_user(history, seen, profile, first, n, check_ttl)
   local newest = score_at(seen, -1)
   local floor = nil  -- read on the first event that is not newer than every applied one
   local duplicates, late, pending, batch = {}, {}, {}, {}
@@ -172,15 +173,15 @@ local function apply_user(history, seen, profile, first, n)
     redis.call('LTRIM', history, -max_history, -1)
     redis.call('ZREMRANGEBYRANK', seen, 0, -window - 1)
   end
-  refresh_ttl(history, seen, profile)
+  if check_ttl then refresh_ttl(history, seen, profile) end
   return {duplicates, late}
 end
 
 local replies, at = {}, 4
 for k = 1, #KEYS, 3 do
-  local n = tonumber(ARGV[at])
-  replies[#replies + 1] = apply_user(KEYS[k], KEYS[k + 1], KEYS[k + 2], at + 1, n)
-  at = at + 1 + 3 * n
+  local n, check_ttl = tonumber(ARGV[at]), ARGV[at + 1] == '1'
+  replies[#replies + 1] = apply_user(KEYS[k], KEYS[k + 1], KEYS[k + 2], at + 2, n, check_ttl)
+  at = at + 2 + 3 * n
 end
 return replies
 """
@@ -251,7 +252,8 @@ def parse_batch(entries: list, limits: Limits, max_id_length: int) -> Batch:
             continue
         batch.by_user[event.user_id].append(Entry(stream_id, fields, event))
     for user_entries in batch.by_user.values():
-        user_entries.sort(key=lambda entry: entry.order)
+        if len(user_entries) > 1:
+            user_entries.sort(key=lambda entry: entry.order)
     return batch
 
 
@@ -270,15 +272,41 @@ class Prepared:
     max_history: int
     calls: list[list[str]]  # users per script call
     commands: list[tuple]  # the EVALSHA of each call
+    checked: list[list[str]]  # per call, the users whose TTL it checks
+    packed: bytes = b""  # the commands in the wire format (one node), packed ahead of sending
 
 
 @dataclass
 class ReadAhead:
-    """A command sent ahead of a batch's script calls in the same round trip; its reply is
-    handed to on_reply while Redis is still running the scripts."""
+    """Commands sent ahead of a batch's script calls in the same round trip (the previous
+    batch's ack, the next batch's read); their replies are handed to on_replies while Redis
+    is still running the scripts."""
 
-    command: tuple
-    on_reply: Callable[[object], None]
+    commands: tuple[tuple, ...]
+    on_replies: Callable[[list], None]
+
+
+class RecentlyChecked:
+    """The users whose TTL this worker checked (and so left at 29/30 of CTR_HISTORY_TTL_S or
+    more) within the last `period_s`, the most recent `capacity` of them. Their next batches
+    skip the check, one redis.call per user: their keys then expire between 28/30 and all of
+    the TTL after their last event. A user forgotten early is only checked again."""
+
+    def __init__(self, period_s: float, capacity: int) -> None:
+        self.period_s, self.capacity = period_s, capacity
+        self.deadlines: OrderedDict[str, float] = OrderedDict()
+
+    def due(self, users: list[str]) -> list[str]:
+        now, deadlines = time.monotonic(), self.deadlines
+        return [user for user in users if deadlines.get(user, now) <= now]
+
+    def add(self, users: list[str]) -> None:
+        deadline = time.monotonic() + self.period_s
+        for user in users:
+            self.deadlines[user] = deadline
+            self.deadlines.move_to_end(user)
+        while len(self.deadlines) > self.capacity:
+            self.deadlines.popitem(last=False)
 
 
 class Applier:
@@ -291,16 +319,20 @@ class Applier:
         self.client, self.settings = client, settings
         self.script = client.register_script(APPLY_LUA)
         self.cluster = is_cluster(client)
+        self.checked = RecentlyChecked(settings.history_ttl_s / 30, TTL_CHECKS_KEPT)
 
     def prepare(self, batch: Batch, max_history: int) -> Prepared:
         calls = plan_calls(batch.by_user, self._group_of)
-        commands = [self._command(users, batch, max_history) for users in calls]
-        return Prepared(batch, max_history, calls, commands)
+        commands, checked = self._commands(calls, batch, max_history)
+        # hiredis packs a whole command in C (redis-py's own packing walks every argument);
+        # done here, it runs while Redis applies the batch before
+        packed = b"" if self.cluster else b"".join(map(hiredis.pack_command, commands))
+        return Prepared(batch, max_history, calls, commands, checked, packed)
 
     def apply(self, prepared: Prepared, ahead: ReadAhead | None = None) -> Applied:
         result = Applied()
-        replies = self._send(prepared.commands, ahead)
-        self._settle(prepared.calls, replies, prepared, result)
+        replies = self._send(prepared.commands, ahead, prepared.packed)
+        self._settle(prepared.calls, prepared.checked, replies, prepared, result)
         return result
 
     def _group_of(self, user: str) -> int:
@@ -308,9 +340,9 @@ class Applier:
         key = keys.history_key(self.settings.namespace, user)
         return key_slot(key.encode()) if self.cluster else 0
 
-    def _settle(self, calls, replies, prepared: Prepared, result: Applied, depth=0) -> None:
+    def _settle(self, calls, checked, replies, prepared: Prepared, result: Applied, depth=0):
         retry, loaded = [], False
-        for users, reply in zip(calls, replies, strict=True):
+        for users, due, reply in zip(calls, checked, replies, strict=True):
             if isinstance(reply, redis.exceptions.NoScriptError) and depth < 2:
                 loaded = loaded or bool(self.client.script_load(APPLY_LUA))  # an empty cache
                 retry.append(users)
@@ -318,41 +350,53 @@ class Applier:
                 retry += [[user] for user in users]  # one at a time, to find the user at fault
             else:
                 self._collect(result, prepared.batch, users, reply)
+                self.checked.add(due)
         if retry:  # users applied before a failure count as duplicates the second time
-            batch, max_history = prepared.batch, prepared.max_history
-            replies = self._send([self._command(users, batch, max_history) for users in retry])
-            self._settle(retry, replies, prepared, result, depth + 1)
+            commands, due = self._commands(retry, prepared.batch, prepared.max_history)
+            replies = self._send(commands)
+            self._settle(retry, due, replies, prepared, result, depth + 1)
 
-    def _command(self, users: list[str], batch: Batch, max_history: int) -> tuple:
+    def _commands(self, calls, batch: Batch, max_history: int) -> tuple[list, list]:
+        """The EVALSHA of each call, and per call the users whose TTL it checks: those this
+        worker has not checked within the last CTR_HISTORY_TTL_S / 30."""
+        commands, checked = [], []
+        for users in calls:
+            due = self.checked.due(users)
+            commands.append(self._command(users, batch, max_history, set(due)))
+            checked.append(due)
+        return commands, checked
+
+    def _command(self, users: list[str], batch: Batch, max_history: int, due: set) -> tuple:
         s, ns = self.settings, self.settings.namespace
         user_keys, arguments = [], [max_history, s.dedupe_window, s.history_ttl_s]
         for user in users:
             user_keys += keys.user_keys(ns, user)
             entries = batch.by_user[user]
-            arguments += [len(entries), *_arguments(entries)]
+            arguments += [len(entries), 1 if user in due else 0, *_arguments(entries)]
         return ("EVALSHA", self.script.sha, len(user_keys), *user_keys, *arguments)
 
-    def _send(self, commands: list[tuple], ahead: ReadAhead | None = None) -> list:
+    def _send(self, commands: list[tuple], ahead: ReadAhead | None = None, packed=b"") -> list:
         """Each command's reply, errors as values. EVALSHA by name: redis-py refuses its
         evalsha method in a cluster pipeline."""
-        if ahead is not None and not self.cluster:
-            return self._send_behind(ahead, commands)
+        if ahead is not None:
+            if self.cluster:
+                raise ValueError("a read-ahead needs one node")
+            return self._send_behind(ahead, commands, packed)
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         return pipe.execute(raise_on_error=False)
 
-    def _send_behind(self, ahead: ReadAhead, commands: list[tuple]) -> list:
-        """One round trip on one connection: the read-ahead first, then the scripts. Its
-        reply is handled as soon as it arrives, before the scripts' replies are read. Any
-        failure drops the connection, so no reply is left unread on it."""
+    def _send_behind(self, ahead: ReadAhead, commands: list[tuple], packed: bytes) -> list:
+        """One round trip on one connection: the read-ahead's commands first, then the
+        scripts. Their replies are handled as soon as they arrive, before the scripts'
+        replies are read. Any failure drops the connection, so no reply is left unread."""
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
-            # hiredis packs a whole command in C; redis-py's own packing walks every argument
-            packed = b"".join(hiredis.pack_command(c) for c in (ahead.command, *commands))
-            connection.send_packed_command([packed])
-            ahead.on_reply(self._reply(connection, ahead.command[0]))
+            first = b"".join(map(hiredis.pack_command, ahead.commands))
+            connection.send_packed_command([first, packed])
+            ahead.on_replies([self._reply(connection, c[0]) for c in ahead.commands])
             return [self._reply(connection, command[0]) for command in commands]
         except BaseException:
             connection.disconnect()
@@ -476,17 +520,25 @@ class Worker:
         batch = parse_batch(entries, limits, self.settings.max_id_length)
         return self.applier.prepare(batch, limits.max_history)
 
-    def handle(self, stream: str, prepared: Prepared, ahead: ReadAhead | None = None) -> None:
+    def handle(
+        self, stream: str, prepared: Prepared, ahead: ReadAhead | None = None, defer_ack=False
+    ) -> list[str]:
         """Apply a batch read from `stream` (with `ahead` in the same round trip), dead-letter
-        what cannot be applied, then ack."""
+        what cannot be applied, then ack. With defer_ack, a batch with nothing to dead-letter
+        is not acked here: its ids are returned, for the next round trip to ack."""
         batch = prepared.batch
         result = self.applier.apply(prepared, ahead)
         dead = batch.dead + result.dead
         if dead:
             self._dead_letter(stream, dead)
-        if batch.ids:
-            self.client.xack(stream, self.settings.ingest_group, *batch.ids)
+        unacked = batch.ids if defer_ack and not dead else []
+        if batch.ids and not unacked:
+            self.ack(stream, batch.ids)
         self._count(result, dead)
+        return unacked
+
+    def ack(self, stream: str, ids: list[str]) -> None:
+        self.client.xack(stream, self.settings.ingest_group, *ids)
 
     def _dead_letter(self, stream: str, dead: list[tuple[str, dict, str]]) -> None:
         """Before the ack, in its own round trip: on a cluster the dead-letter stream may live
@@ -546,6 +598,8 @@ class Worker:
             total += handled
             if not handled and not reading_backlog:
                 break
+        for consumer in consumers:
+            consumer.flush_acks()
         return total
 
     def tend_streams(self) -> None:
@@ -606,6 +660,7 @@ class StreamConsumer:
         self.claim_cursor = "0-0"
         self.next_claim = 0.0
         self.ready: Prepared | None = None  # the batch read ahead, parsed
+        self.unacked: list[str] = []  # applied, acked by the next round trip
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: Redis errors are waited out; anything else stops the whole worker
@@ -633,39 +688,53 @@ class StreamConsumer:
         self._finish()
 
     def _finish(self) -> None:
-        """Stopping: apply the batch read ahead too, so nothing stays pending."""
-        if self.ready is None:
-            return
+        """Stopping: apply the batch read ahead too and ack, so nothing stays pending."""
         try:
-            self.step(None, read_ahead=False)
+            if self.ready is not None:
+                self.step(None, read_ahead=False)
+            self.flush_acks()
         except REDIS_ERRORS as error:  # left pending: read back at the next start
             self._failed(error)
+
+    def flush_acks(self) -> None:
+        if self.unacked:
+            self.worker.ack(self.stream, self.unacked)
+            self.unacked = []
 
     def step(self, block_ms: int | None, read_ahead: bool = True) -> int:
         """Handle one batch: the one read ahead, else claimed, else read (waiting up to
         block_ms; None: no wait)."""
         prepared, self.ready = self.ready, None
         if prepared is None:
+            self.flush_acks()  # before a read that may wait: nothing applied stays pending
             entries = self.claim() or self.read(block_ms)
             if not entries:
                 return 0
             prepared = self.worker.prepare(entries)
         ahead = self._read_ahead() if read_ahead else None
-        self.worker.handle(self.stream, prepared, ahead)
+        if ahead is None:
+            self.flush_acks()
+        self.unacked = []  # acked just now, or by `ahead`'s round trip
+        self.unacked = self.worker.handle(self.stream, prepared, ahead, defer_ack=ahead is not None)
         return len(prepared.batch.ids)
 
     def _read_ahead(self) -> ReadAhead | None:
-        """The next read, unless this consumer is reading its own backlog or a claim is due
+        """The previous batch's ack and the next read, unless on a cluster (the stream's
+        node is not the scripts'), reading this consumer's own backlog or a claim is due
         (those go first, on their own)."""
-        if self.own_backlog or time.monotonic() >= self.next_claim:
+        if self.worker.applier.cluster or self.own_backlog or time.monotonic() >= self.next_claim:
             return None
-        command = ("XREADGROUP", "GROUP", self.group, self.name, "COUNT", self.count)
-        return ReadAhead((*command, "STREAMS", self.stream, ">"), self._read_ahead_reply)
+        read = ("XREADGROUP", "GROUP", self.group, self.name, "COUNT", self.count)
+        commands = [(*read, "STREAMS", self.stream, ">")]
+        if self.unacked:
+            commands.insert(0, ("XACK", self.stream, self.group, *self.unacked))
+        return ReadAhead(tuple(commands), self._read_ahead_replies)
 
-    def _read_ahead_reply(self, reply) -> None:
-        if isinstance(reply, Exception):
-            raise reply
-        entries = reply[0][1] if reply else []
+    def _read_ahead_replies(self, replies: list) -> None:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        entries = replies[-1][0][1] if replies[-1] else []
         self.ready = self.worker.prepare(entries) if entries else None
 
     def ensure_group(self) -> None:
@@ -712,7 +781,7 @@ class StreamConsumer:
     def _failed(self, error: Exception) -> None:
         """Whatever was read and not acknowledged is read back from the start; a deleted
         stream or group (a flushed Redis) is created again."""
-        self.own_backlog, self.ready = True, None
+        self.own_backlog, self.ready, self.unacked = True, None, []
         self.has_group = self.has_group and "NOGROUP" not in str(error)
         self.worker.metrics.redis_errors.labels(op="consume").inc()
         log.warning("%s: %s: %s, backing off", self.stream, type(error).__name__, error)

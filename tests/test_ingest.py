@@ -303,6 +303,25 @@ def test_events_reach_the_history_in_time_order_with_every_user_key_expiring(
     assert sample(worker, "ctr_ingest_apply_delay_seconds_count") == len(sent)
 
 
+def test_a_worker_checks_a_users_ttl_once_per_thirtieth_of_it(redis_client, redis_server, ns):
+    publish_version(redis_client, ns)
+    settings = worker_settings(redis_server.url, ns, history_ttl_s=3000)
+    worker = Worker(settings)
+    events.add_events(redis_client, ns, [events.event_fields("u", "i1", 1)], 1)
+    worker.drain()
+    history = keys.history_key(ns, "u")
+    assert 2900 < redis_client.ttl(history) <= 3000
+    redis_client.expire(history, 2850)  # as if 150 s had passed: below 29/30 of the TTL
+    events.add_events(redis_client, ns, [events.event_fields("u", "i2", 2)], 1)
+    worker.drain()  # checked 100 s ago (in its own memory): not checked again
+    assert redis_client.ttl(history) <= 2850
+    worker.applier.checked.deadlines["u"] = 0.0  # 100 s (a thirtieth) later
+    events.add_events(redis_client, ns, [events.event_fields("u", "i3", 3)], 1)
+    worker.drain()
+    assert 2900 < redis_client.ttl(history) <= 3000
+    assert stored_histories(redis_client, ns, ["u"])["u"] == ["i1", "i2", "i3"]
+
+
 def test_history_is_trimmed_to_the_longest_max_history_of_the_listed_versions(
     redis_client, redis_server, ns
 ):
@@ -365,7 +384,7 @@ def test_a_user_with_thousands_of_events_in_one_batch_gets_each_once(
     assert sample(worker, "ctr_ingest_duplicates_total") == 1
 
 
-def test_each_batch_reads_the_next_in_its_round_trip_and_acks_only_what_it_applied(
+def test_each_batch_reads_the_next_and_acks_the_last_in_its_round_trip(
     redis_client, redis_server, ns
 ):
     publish_version(redis_client, ns)
@@ -376,13 +395,16 @@ def test_each_batch_reads_the_next_in_its_round_trip_and_acks_only_what_it_appli
     consumer = StreamConsumer(worker, stream)
     consumer.ensure_group()
     assert consumer.step(None) == 0  # its own backlog, empty: from now on, new entries
-    applied, read_ahead = [], []
+    applied, read_ahead, pending = [], [], []
     for _ in range(3):
         assert consumer.step(None) == 10
         applied.append(sample(worker, "ctr_ingest_events_total"))
         read_ahead.append(len(consumer.ready.batch.ids) if consumer.ready else 0)
-        assert group_state(redis_client, stream)["pending"] == read_ahead[-1]  # not acked
+        pending.append(group_state(redis_client, stream)["pending"])
     assert applied == [10, 20, 30] and read_ahead == [10, 10, 0]
+    assert pending == [20, 20, 10]  # the batch read ahead and the one applied, acked next
+    assert consumer.step(None) == 0  # nothing more: the last ack goes before the read
+    assert group_state(redis_client, stream)["pending"] == 0
     expected = {f"u{u}": [f"i{k}" for k in range(u, 30, 7)] for u in range(7)}
     assert stored_histories(redis_client, ns, expected) == expected
 

@@ -40,7 +40,8 @@ TTL_CHECKS_KEPT = 200_000  # users whose last TTL check a worker remembers
 # One call applies the batches of one or more users (of one hash slot on a cluster).
 # KEYS: per user, history, seen, profile. ARGV: max_history, dedupe window, ttl_s, then per
 # user the count n of its events, whether to check its TTL (1 or 0), and n triples (dedupe
-# id, time, history entry), oldest first. Returns per user {duplicate ids, late ids}.
+# id, time, history entry), oldest first. Returns, for each user with a duplicate or a late
+# event, {its position among the call's users, duplicate ids, late ids}.
 #
 # An event is late when the user's window is full and the event is no newer than the
 # window's oldest: its id may have left the window, so applying it could apply it twice.
@@ -95,14 +96,14 @@ local function refresh_ttl(history, seen, profile)
   end
 end
 
--- Appends the pending newer events: those whose id ZADD NX finds already in the window are
--- duplicates (their stored score is older than their time), the others go to the list. A
--- history that is not a list fails the RPUSH: the ids just added leave the window again, so
--- the error reply leaves the user as it was.
+-- Appends the pending newer events (their ARGV positions): those whose id ZADD NX finds
+-- already in the window are duplicates (their stored score is older than their time), the
+-- others go to the list. A history that is not a list fails the RPUSH: the ids just added
+-- leave the window again, so the error reply leaves the user as it was.
 local function append(history, seen, pending, duplicates)
   local scored = {}
-  for k, event in ipairs(pending) do
-    scored[2 * k - 1], scored[2 * k] = event[2], event[1]
+  for k, i in ipairs(pending) do
+    scored[2 * k - 1], scored[2 * k] = ARGV[i + 1], ARGV[i]
   end
   local added = 0
   for i = 1, #scored, 1000 do
@@ -110,20 +111,20 @@ local function append(history, seen, pending, duplicates)
   end
   local entries, ids = {}, {}
   if added == #pending then
-    for k, event in ipairs(pending) do entries[k], ids[k] = event[3], event[1] end
+    for k, i in ipairs(pending) do entries[k], ids[k] = ARGV[i + 2], ARGV[i] end
   else
     local all = {}
-    for k, event in ipairs(pending) do all[k] = event[1] end
+    for k, i in ipairs(pending) do all[k] = ARGV[i] end
     local stored = {}
     for i = 1, #all, 1000 do
       local scores = redis.call('ZMSCORE', seen, unpack(all, i, math.min(i + 999, #all)))
       for _, score in ipairs(scores) do stored[#stored + 1] = score end
     end
-    for k, event in ipairs(pending) do
-      if tonumber(stored[k]) == tonumber(event[2]) then
-        entries[#entries + 1], ids[#ids + 1] = event[3], event[1]
+    for k, i in ipairs(pending) do
+      if tonumber(stored[k]) == tonumber(ARGV[i + 1]) then
+        entries[#entries + 1], ids[#ids + 1] = ARGV[i + 2], ARGV[i]
       else
-        duplicates[#duplicates + 1] = event[1]
+        duplicates[#duplicates + 1] = ARGV[i]
       end
     end
   end
@@ -151,7 +152,7 @@ local function apply_user(history, seen, profile, first, n, check_ttl)
     if batch[id] then
       duplicates[#duplicates + 1] = id
     elseif newest == nil or time > newest then
-      pending[#pending + 1] = {id, ARGV[i + 1], entry}
+      pending[#pending + 1] = i
       newest, batch[id] = time, true
     elseif redis.call('ZSCORE', seen, id) then
       duplicates[#duplicates + 1] = id
@@ -174,13 +175,18 @@ local function apply_user(history, seen, profile, first, n, check_ttl)
     redis.call('ZREMRANGEBYRANK', seen, 0, -window - 1)
   end
   if check_ttl then refresh_ttl(history, seen, profile) end
-  return {duplicates, late}
+  return duplicates, late
 end
 
-local replies, at = {}, 4
+-- Only users with a duplicate or a late event are answered for: {position, ids, ids}.
+local replies, at, position = {}, 4, 0
 for k = 1, #KEYS, 3 do
   local n, check_ttl = tonumber(ARGV[at]), ARGV[at + 1] == '1'
-  replies[#replies + 1] = apply_user(KEYS[k], KEYS[k + 1], KEYS[k + 2], at + 2, n, check_ttl)
+  local duplicates, late = apply_user(KEYS[k], KEYS[k + 1], KEYS[k + 2], at + 2, n, check_ttl)
+  position = position + 1
+  if #duplicates > 0 or #late > 0 then
+    replies[#replies + 1] = {position, duplicates, late}
+  end
   at = at + 2 + 3 * n
 end
 return replies
@@ -419,10 +425,11 @@ class Applier:
             return
         if isinstance(reply, Exception):
             raise reply
-        for user, (duplicates, late) in zip(users, reply, strict=True):
+        flagged = {position: (duplicates, late) for position, duplicates, late in reply}
+        for position, user in enumerate(users, 1):
             entries = batch.by_user[user]
-            if duplicates or late:
-                _sort_out(result, entries, duplicates, late)
+            if position in flagged:
+                _sort_out(result, entries, *flagged[position])
             else:
                 result.applied += entries
 

@@ -27,6 +27,7 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from core import keys
@@ -148,7 +149,13 @@ def validate_event(
     the first problem: a missing or unknown field, a bad id or value, a time that is not a
     non-negative number. The worker validates every entry here: the common case is one
     pass with no per-field calls, and the field-by-field checks run only to name a fault."""
-    values = decode_fields(fields)
+    return validate_values(decode_fields(fields), side_fields, max_id_length)
+
+
+def validate_values(
+    values: dict[str, str], side_fields: set[str] | frozenset[str], max_id_length: int
+) -> Event:
+    """validate_event of fields already decoded to text."""
     try:
         user_id, item_id, raw_time = values[USER_ID], values[ITEM_ID], values[TIME]
     except KeyError:
@@ -161,6 +168,16 @@ def validate_event(
             raise EventError(min(side.keys() - side_fields), "unknown field")
     check_ids(values, max_id_length)
     return Event(user_id, item_id, parse_time(raw_time), event_id, side)
+
+
+def decode_pairs(flat: list[bytes]) -> dict[str, str]:
+    """The fields of a stream entry as Redis sends them, [name, value, name, value...], as
+    text in one pass (EventError naming a field that is not UTF-8)."""
+    pairs = iter(flat)
+    try:
+        return {name.decode(): value.decode() for name, value in zip(pairs, pairs, strict=True)}
+    except UnicodeDecodeError:
+        return decode_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
@@ -176,10 +193,11 @@ def decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
 
 def check_ids(values: dict[str, str], max_id_length: int) -> None:
     """Every value but the time non-empty, short enough, free of control characters: checked
-    at once, then one by one only to name the field at fault."""
-    ids = [value for name, value in values.items() if name != TIME]
-    fine = min(map(len, ids)) > 0 and max(map(len, ids)) <= max_id_length
-    if fine and not _CONTROL.search("".join(ids)):
+    at once (the time with them: it can only make the quick check fail), then one by one
+    only to name the field at fault."""
+    texts = values.values()
+    fine = min(map(len, texts)) > 0 and max(map(len, texts)) <= max_id_length
+    if fine and not _CONTROL.search("".join(texts)):
         return
     for name, value in values.items():
         if name != TIME:
@@ -217,9 +235,13 @@ def _text(value: Any, name: str) -> str:
 
 
 def encode_behaviour(item_id: str, side: Mapping[str, str]) -> str:
+    """The history entry of one behaviour. The side fields are compact JSON with sorted keys
+    (what json.dumps(side, separators=(",", ":"), sort_keys=True) writes), built from the
+    json module's C string encoder: the worker encodes every event that carries one."""
     if not side:
         return item_id
-    return item_id + SIDE_SEPARATOR + json.dumps(side, separators=(",", ":"), sort_keys=True)
+    pairs = (_json_string(name) + ":" + _json_string(side[name]) for name in sorted(side))
+    return item_id + SIDE_SEPARATOR + "{" + ",".join(pairs) + "}"
 
 
 def decode_behaviours(entries: list[bytes]) -> tuple[list[str], list[dict[str, str]]]:

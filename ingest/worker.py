@@ -26,7 +26,15 @@ from redis.crc import key_slot
 
 from app.metrics import observe_many
 from core import keys
-from core.events import Event, EventError, stream_id_ms, stream_keys, validate_event
+from core.events import (
+    Event,
+    EventError,
+    decode_fields,
+    decode_pairs,
+    stream_id_ms,
+    stream_keys,
+    validate_values,
+)
 from core.manifest import Manifest
 from core.redis_conn import REDIS_ERRORS, RedisClient, connect_redis, is_cluster
 from ingest.config import IngestSettings
@@ -255,12 +263,18 @@ def parse_batch(entries: list, limits: Limits, max_id_length: int) -> Batch:
         batch.ids.append(stream_id)
         if not fields:  # trimmed from the stream while pending: nothing left to apply
             continue
-        try:
-            event = validate_event(fields, limits.side_fields, max_id_length)
+        try:  # fields: a dict from redis-py, or Redis's own [name, value...] (read ahead)
+            values = decode_pairs(fields) if type(fields) is list else decode_fields(fields)
+            event = validate_values(values, limits.side_fields, max_id_length)
         except EventError as error:
-            batch.dead.append((stream_id, fields, f"invalid: {error}"))
+            raw = (
+                dict(zip(fields[::2], fields[1::2], strict=True))
+                if type(fields) is list
+                else fields
+            )
+            batch.dead.append((stream_id, raw, f"invalid: {error}"))
             continue
-        batch.by_user[event.user_id].append(Entry(stream_id, fields, event))
+        batch.by_user[event.user_id].append(Entry(stream_id, values, event))
     for user_entries in batch.by_user.values():
         if len(user_entries) > 1:
             user_entries.sort(key=lambda entry: entry.order)
@@ -406,7 +420,7 @@ class Applier:
         try:
             first = b"".join(map(hiredis.pack_command, ahead.commands))
             connection.send_packed_command([first, packed])
-            ahead.on_replies([self._reply(connection, c[0]) for c in ahead.commands])
+            ahead.on_replies([self._reply(connection) for _ in ahead.commands])
             return [self._reply(connection, command[0]) for command in commands]
         except BaseException:
             connection.disconnect()
@@ -414,8 +428,11 @@ class Applier:
         finally:
             pool.release(connection)
 
-    def _reply(self, connection, command_name: str):
+    def _reply(self, connection, command_name: str | None = None):
+        """The next reply; with no command name, as Redis sent it (no redis-py callback)."""
         try:
+            if command_name is None:
+                return connection.read_response()
             return self.client.parse_response(connection, command_name)
         except redis.exceptions.ResponseError as error:  # an error reply, not a lost link
             return error
@@ -742,10 +759,17 @@ class StreamConsumer:
         return ReadAhead(tuple(commands), self._read_ahead_replies)
 
     def _read_ahead_replies(self, replies: list) -> None:
+        """Raw replies: the ack's count, then the read's entries [[id, [name, value...]]...]
+        under the stream's name ({stream: entries} in RESP3, [[stream, entries]] in RESP2),
+        or nothing new."""
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        entries = replies[-1][0][1] if replies[-1] else []
+        read = replies[-1]
+        if not read:
+            entries = []
+        else:
+            entries = next(iter(read.values())) if isinstance(read, dict) else read[0][1]
         self.ready = self.worker.prepare(entries) if entries else None
 
     def ensure_group(self) -> None:

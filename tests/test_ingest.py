@@ -127,7 +127,9 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0
 
 def dead_letters(client: RedisClient, ns: str) -> list[dict[str, str]]:
     rows = client.xrange(keys.dead_letter_key(ns))
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
+    return [
+        {k.decode(): v.decode(errors="replace") for k, v in fields.items()} for _, fields in rows
+    ]
 
 
 def sample(worker: Worker, name: str, **labels) -> float:
@@ -217,6 +219,15 @@ def test_history_entries_round_trip_with_and_without_side_fields():
     assert events.decode_behaviours([b"a", b"b"]) == (["a", "b"], [{}, {}])
     assert events.decode_behaviours([]) == ([], [])
     assert events.decode_behaviours([b"x\x1fnot json"]) == (["x"], [{}])
+
+
+@pytest.mark.parametrize(
+    "side", [{"cat": "A"}, {"b": 'say "hi"', "a": "é\\\n\u2028"}, {"z": "1", "y": "😀"}]
+)
+def test_side_fields_are_encoded_as_compact_json_with_sorted_keys(side):
+    expected = json.dumps(side, separators=(",", ":"), sort_keys=True)
+    assert events.encode_behaviour("i", side) == "i\x1f" + expected
+    assert events.decode_behaviour(events.encode_behaviour("i", side)) == ("i", side)
 
 
 @pytest.mark.parametrize(
@@ -452,8 +463,9 @@ def test_events_in_any_arrival_order_and_batching_give_the_time_ordered_history(
     assert sample(worker, "ctr_ingest_events_total") == len(sent)
 
 
+@pytest.mark.parametrize("batch", [100, 2])  # 2: most entries arrive read ahead, raw
 def test_malformed_entries_are_dead_lettered_and_the_rest_of_the_batch_applied(
-    redis_client, redis_server, ns
+    redis_client, redis_server, ns, batch
 ):
     publish_version(redis_client, ns)
     good = [events.event_fields("u", f"i{k}", k, side={"cat": "A"}) for k in range(3)]
@@ -462,10 +474,11 @@ def test_malformed_entries_are_dead_lettered_and_the_rest_of_the_batch_applied(
         {"user_id": "u", "item_id": "i", "time": "yesterday"},
         {"user_id": "u", "item_id": "i" * 65, "time": "1"},
         {"user_id": "u", "item_id": "i", "time": "1", "colour": "red"},
+        {"user_id": "u", "item_id": b"\xff\xfe", "time": "1"},
     ]
     events.add_events(redis_client, ns, [good[0], *bad[:2], good[1], *bad[2:], good[2]], 1)
-    worker = Worker(worker_settings(redis_server.url, ns, ingest_batch=100))
-    assert worker.drain() == 7
+    worker = Worker(worker_settings(redis_server.url, ns, ingest_batch=batch))
+    assert worker.drain() == 8
     expected = [f'i{k}\x1f{{"cat":"A"}}' for k in range(3)]
     assert stored_histories(redis_client, ns, ["u"])["u"] == expected
     reasons = [d["reason"] for d in dead_letters(redis_client, ns)]
@@ -474,9 +487,10 @@ def test_malformed_entries_are_dead_lettered_and_the_rest_of_the_batch_applied(
         "invalid: time: not a non-negative number of unix seconds",
         "invalid: item_id: longer than 64 characters",
         "invalid: colour: unknown field",
+        "invalid: item_id: not UTF-8",
     ]
     assert dead_letters(redis_client, ns)[3]["colour"] == "red"  # the original fields kept
-    assert sample(worker, "ctr_ingest_dead_letters_total", reason="invalid") == 4
+    assert sample(worker, "ctr_ingest_dead_letters_total", reason="invalid") == 5
     assert group_state(redis_client, events.stream_key(ns, 0, 1))["pending"] == 0
 
 

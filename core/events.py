@@ -196,8 +196,9 @@ def check_ids(values: dict[str, str], max_id_length: int) -> None:
     at once (the time with them: it can only make the quick check fail), then one by one
     only to name the field at fault."""
     texts = values.values()
-    fine = min(map(len, texts)) > 0 and max(map(len, texts)) <= max_id_length
-    if fine and not _CONTROL.search("".join(texts)):
+    joined = "".join(texts)
+    short = len(joined) <= max_id_length or max(map(len, texts)) <= max_id_length
+    if short and "" not in texts and not _CONTROL.search(joined):
         return
     for name, value in values.items():
         if name != TIME:

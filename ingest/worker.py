@@ -396,7 +396,11 @@ class Applier:
         for user in users:
             user_keys += keys.user_keys(ns, user)
             entries = batch.by_user[user]
-            arguments += [len(entries), 1 if user in due else 0, *_arguments(entries)]
+            arguments += (len(entries), 1 if user in due else 0)
+            for entry in entries:  # the script's triples: dedupe id, time, history entry
+                event = entry.event
+                dedupe = event.dedupe_id(entry.stream_id)
+                arguments += (dedupe, repr(event.time), event.behaviour())
         return ("EVALSHA", self.script.sha, len(user_keys), *user_keys, *arguments)
 
     def _send(self, commands: list[tuple], ahead: ReadAhead | None = None, packed=b"") -> list:
@@ -489,14 +493,6 @@ def _sort_out(result: Applied, entries: list[Entry], duplicates: list, late: lis
         else:
             applied.append(entry)
     result.applied += reversed(applied)
-
-
-def _arguments(entries: list[Entry]) -> list[str]:
-    arguments = []
-    for entry in entries:
-        event = entry.event
-        arguments += [event.dedupe_id(entry.stream_id), repr(event.time), event.behaviour()]
-    return arguments
 
 
 def _bytes(value: str | bytes) -> bytes:

@@ -237,7 +237,7 @@ class Entry:
     stream_id: str
     fields: dict
     event: Event
-    xadd_ms: int = 0  # the first part of the stream id: when it was XADDed
+    xadd_ms: int = field(init=False)  # the first part of the stream id: when it was XADDed
 
     def __post_init__(self) -> None:
         self.xadd_ms = stream_id_ms(self.stream_id)
@@ -249,7 +249,7 @@ class Entry:
 
 @dataclass
 class Batch:
-    ids: list[str] = field(default_factory=list)  # every entry read, acknowledged at the end
+    ids: list[str] = field(default_factory=list)  # every entry read, acknowledged once applied
     by_user: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
     dead: list[tuple[str, dict, str]] = field(default_factory=list)  # (id, fields, reason)
 
@@ -263,16 +263,13 @@ def parse_batch(entries: list, limits: Limits, max_id_length: int) -> Batch:
         batch.ids.append(stream_id)
         if not fields:  # trimmed from the stream while pending: nothing left to apply
             continue
-        try:  # fields: a dict from redis-py, or Redis's own [name, value...] (read ahead)
-            values = decode_pairs(fields) if type(fields) is list else decode_fields(fields)
+        flat = type(fields) is list  # Redis's own [name, value...] (read ahead), else a dict
+        try:
+            values = decode_pairs(fields) if flat else decode_fields(fields)
             event = validate_values(values, limits.side_fields, max_id_length)
         except EventError as error:
-            raw = (
-                dict(zip(fields[::2], fields[1::2], strict=True))
-                if type(fields) is list
-                else fields
-            )
-            batch.dead.append((stream_id, raw, f"invalid: {error}"))
+            original = dict(zip(fields[::2], fields[1::2], strict=True)) if flat else fields
+            batch.dead.append((stream_id, original, f"invalid: {error}"))
             continue
         batch.by_user[event.user_id].append(Entry(stream_id, values, event))
     for user_entries in batch.by_user.values():
@@ -336,8 +333,9 @@ class RecentlyChecked:
 class Applier:
     """Runs the apply script for every user of a batch in one pipelined round trip (one per
     node on a cluster), each call covering up to EVENTS_PER_CALL events of users that share
-    a hash slot. On one node, a read of the next batch may go first in the same round trip
-    (ReadAhead), so that the worker parses it while Redis applies this one."""
+    a hash slot. On one node, the previous batch's ack and the next batch's read may go first
+    in the same round trip (ReadAhead), so that the worker parses the next batch while Redis
+    applies this one."""
 
     def __init__(self, client: RedisClient, settings: IngestSettings) -> None:
         self.client, self.settings = client, settings
@@ -668,10 +666,12 @@ class StreamConsumer:
     """The loop of one stream: this consumer's own unacknowledged entries first (a restart
     under the same name), entries claimed from consumers idle too long, then new entries.
 
-    Reading new entries, each batch's round trip also reads the next one (ReadAhead, one
-    node only), which is parsed while Redis applies the batch: the worker's Python and
-    Redis then work at the same time instead of in turns. The next batch is pending for this
-    consumer from that read on, exactly as if read on its own, so a crash loses nothing."""
+    Reading new entries, each batch's round trip also acks the batch before it and reads the
+    next one (ReadAhead, one node only), which is parsed while Redis applies the batch: the
+    worker's Python and Redis then work at the same time instead of in turns. The next batch
+    is pending for this consumer from that read on, exactly as if read on its own, and an
+    applied batch stays pending until that ack lands, so a crash loses nothing (what it
+    leaves pending is applied again, as duplicates)."""
 
     def __init__(self, worker: Worker, stream: str) -> None:
         self.worker, self.stream, self.client = worker, stream, worker.client

@@ -25,7 +25,7 @@ from bench.redis_bench import all_keys, request_rows
 from bench.report import print_table
 from bench.servers import redis_binaries
 from bench.workload import Catalogue, catalogue_of, random_slates, score_request
-from core.redis_conn import connect_redis
+from core.redis_conn import connect_redis, is_cluster
 from devtools.local_redis import LocalRedis, LocalRedisCluster
 from export.bundle import Bundle
 from export.publish import publish_bundle
@@ -47,7 +47,7 @@ def fetch_latency(client, bundle: Bundle, catalogue: Catalogue, row_groups: int 
 
 
 def layout_of(client, row_keys: list[str]) -> dict:
-    if not hasattr(client, "nodes_manager"):
+    if not is_cluster(client):
         return {"keys": len(row_keys), "slots": 1, "nodes": 1}
     slots = {client.keyslot(k) for k in row_keys}
     nodes = {client.nodes_manager.get_node_from_slot(s).name for s in slots}

@@ -177,7 +177,12 @@ def decode_pairs(flat: list[bytes]) -> dict[str, str]:
     try:
         return {name.decode(): value.decode() for name, value in zip(pairs, pairs, strict=True)}
     except UnicodeDecodeError:
-        return decode_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return decode_fields(pairs_dict(flat))
+
+
+def pairs_dict(flat: list) -> dict:
+    """[name, value, name, value...] as {name: value}, the values left as they are."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:

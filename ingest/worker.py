@@ -31,6 +31,7 @@ from core.events import (
     EventError,
     decode_fields,
     decode_pairs,
+    pairs_dict,
     stream_id_ms,
     stream_keys,
     validate_values,
@@ -268,7 +269,7 @@ def parse_batch(entries: list, limits: Limits, max_id_length: int) -> Batch:
             values = decode_pairs(fields) if flat else decode_fields(fields)
             event = validate_values(values, limits.side_fields, max_id_length)
         except EventError as error:
-            original = dict(zip(fields[::2], fields[1::2], strict=True)) if flat else fields
+            original = pairs_dict(fields) if flat else fields
             batch.dead.append((stream_id, original, f"invalid: {error}"))
             continue
         batch.by_user[event.user_id].append(Entry(stream_id, values, event))
@@ -737,9 +738,9 @@ class StreamConsumer:
             prepared = self.worker.prepare(entries)
         ahead = self._read_ahead() if read_ahead else None
         if ahead is None:
-            self.flush_acks()
-        self.unacked = []  # acked just now, or by `ahead`'s round trip
-        self.unacked = self.worker.handle(self.stream, prepared, ahead, defer_ack=ahead is not None)
+            self.flush_acks()  # else the ids before ride in `ahead`'s round trip
+        deferred = ahead is not None
+        self.unacked = self.worker.handle(self.stream, prepared, ahead, defer_ack=deferred)
         return len(prepared.batch.ids)
 
     def _read_ahead(self) -> ReadAhead | None:

@@ -17,8 +17,9 @@ import numpy as np
 from app.scorer import Scorer, ScorerError, create_session
 from core import graph, keys
 from core.canary import Canary
-from core.manifest import Manifest, read_probe_digest, validate_manifest
+from core.manifest import Manifest, validate_manifest
 from core.redis_conn import RedisClient
+from core.row_store import read_probe_digest
 from core.rows import decode_rows, encode_rows
 from core.schema import KINDS
 

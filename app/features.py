@@ -2,8 +2,9 @@
 
 First the user's stored history and profile values, only those the request lacks, in one
 pipeline. Then every row the request needs (item rows of candidates and history, side-field
-overrides, user and context field rows) in one MGET (on a cluster: one pipelined round trip
-per node), pinned to the request's bundle version. Duplicated values are fetched once; hot
+overrides, user and context field rows) in one MGET, or one EVAL for a version published in
+hash buckets (core/row_store.py; on a cluster: one pipelined round trip per node), pinned to
+the request's bundle version. Duplicated values are fetched once; hot
 rows come from the in-process cache.
 """
 
@@ -18,6 +19,7 @@ from app.cache import RowCache
 from core import keys
 from core.events import decode_behaviours
 from core.redis_conn import RedisClient, is_cluster
+from core.row_store import read_rows
 from core.schema import ITEM_ID
 
 
@@ -76,15 +78,8 @@ class RowFetcher:
         stats = FetchStats(cache_misses=sum(map(len, holes.values())))
         stats.cache_hits = sum(map(len, wanted.values())) - stats.cache_misses
         if stats.cache_misses:
-            groups = bundle.manifest.row_groups
-            row_keys = [
-                key
-                for t, positions in holes.items()
-                for key in keys.row_keys(
-                    self.ns, bundle.version, t, [wanted[t][k] for k in positions], groups
-                )
-            ]
-            values = iter(self._mget(row_keys))
+            missing = {t: [wanted[t][k] for k in positions] for t, positions in holes.items()}
+            values = iter(read_rows(self.client, self.ns, bundle.manifest, missing))
             for table, positions in holes.items():
                 fetched = [next(values) for _ in positions]
                 self._fill(bundle, table, wanted[table], found[table], positions, fetched, epoch)

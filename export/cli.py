@@ -220,6 +220,7 @@ def publish_loaded(args: argparse.Namespace, bundle) -> str:
         version=args.version,
         row_dtype=args.row_dtype,
         row_groups=args.row_groups,
+        row_layout=args.row_layout,
         activate=args.activate,
         progress=args.progress,
     )
@@ -228,7 +229,17 @@ def publish_loaded(args: argparse.Namespace, bundle) -> str:
 
 
 def publish_options(parser: argparse.ArgumentParser) -> None:
+    from core.row_store import LAYOUTS
+
     parser.add_argument("--row-dtype", default="float32", help="float32 or float16")
+    parser.add_argument(
+        "--row-layout",
+        choices=LAYOUTS,
+        default="keys",
+        help="keys: one Redis string per row, read with one MGET (fastest fetch); buckets: "
+        "rows in hashes of about 32, about 1.15x the raw bytes instead of 1.6x, read with "
+        "one EVAL; needs hash-max-listpack-value >= the row's bytes on the server",
+    )
     parser.add_argument(
         "--row-groups",
         type=int,

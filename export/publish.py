@@ -23,7 +23,9 @@ from tqdm import tqdm
 from core import graph, keys
 from core.manifest import PROBE_ROWS, Manifest, TableSpec, validate_manifest
 from core.redis_conn import RedisClient, is_cluster
-from core.rows import encode_rows
+from core.row_store import bucket_count
+from core.rows import encode_rows, row_nbytes
+from export.buckets import TablePlan, check_listpack_limits, verify_buckets, write_buckets
 from export.versions import PublishError, point_to, stored_probe_digest
 
 if TYPE_CHECKING:  # the bundle module imports torch; publishing a saved bundle does not need it
@@ -50,41 +52,77 @@ def publish_bundle(
     version: str | None = None,
     row_dtype: str = "float32",
     row_groups: int = 0,
+    row_layout: str = "keys",
     activate: bool = True,
     progress: bool = True,
 ) -> Manifest:
     if not 0 <= row_groups <= keys.MAX_GROUPS:
         raise PublishError(f"row_groups must be in 0..{keys.MAX_GROUPS}, not {row_groups}")
+    plans = plan_tables(client, bundle, row_dtype, row_layout)
     version = version or next_version(client, ns)
     claim_version(client, ns, version)
     client.set(keys.onnx_key(ns, version), bundle.onnx)
-    tables = bundle.tables.items()
-    table_keys = {name: keys.row_keys(ns, version, name, t.ids, row_groups) for name, t in tables}
-    for name, table in tables:
-        write_rows(
+    for name, table in bundle.tables.items():
+        write_table(
             client,
-            table_keys[name],
+            (ns, version, name),
+            plans[name],
             encode_rows(table.rows, row_dtype),
+            row_groups,
             progress=progress,
             lease=(keys.lease_key(ns, version), LEASE_SECONDS),
         )
     meta_keys = write_extras(client, ns, version, bundle)
-    manifest = make_manifest(bundle, version, row_dtype, row_groups)
+    manifest = make_manifest(bundle, version, row_dtype, row_groups, plans)
     renew_lease(client, ns, version)
-    verify_version(client, ns, manifest, table_keys | {"item metadata": meta_keys})
+    verify_version(client, ns, manifest, plans, meta_keys)
     manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
     renew_lease(client, ns, version)  # a writer that lost its lease may have been collected
     client.set(keys.manifest_key(ns, version), manifest.to_json())
     client.zadd(keys.versions_key(ns), {version: manifest.created_at})
     client.delete(keys.lease_key(ns, version))
     log.info(
-        "published %s (%s rows)",
+        "published %s (%s rows, %s layout)",
         version,
         {name: spec.rows for name, spec in manifest.tables.items()},
+        row_layout,
     )
     if activate:
         point_to(client, ns, version)  # verified above, moments ago
     return manifest
+
+
+def plan_tables(
+    client: RedisClient, bundle: Bundle, row_dtype: str, row_layout: str
+) -> dict[str, TablePlan]:
+    """How each table is written; for buckets, refuses a server that would
+    not keep them compact, before anything is written."""
+    try:
+        counts = {n: bucket_count(len(t.ids), row_layout) for n, t in bundle.tables.items()}
+    except ValueError as error:
+        raise PublishError(str(error)) from error
+    plans = {name: TablePlan.of(t.ids, counts[name]) for name, t in bundle.tables.items()}
+    if row_layout == "keys":
+        return plans
+    widest = max(row_nbytes(t.rows.shape[1], row_dtype) for t in bundle.tables.values())
+    fullest = max(int(plan.sizes().max(initial=0)) for plan in plans.values())
+    check_listpack_limits(client, widest, fullest)
+    return plans
+
+
+def write_table(
+    client: RedisClient,
+    table: tuple[str, str, str],
+    plan: TablePlan,
+    values: list[bytes],
+    groups: int,
+    **options,
+) -> None:
+    """The row bytes of one table, (namespace, version, table name), in its plan's layout."""
+    if plan.count:
+        write_buckets(client, keys.row_prefix(*table), plan, values, groups, **options)
+    else:
+        write_rows(client, keys.row_keys(*table, plan.ids, groups), values, **options)
 
 
 def claim_version(client: RedisClient, ns: str, version: str) -> None:
@@ -114,9 +152,21 @@ def renew_lease(client: RedisClient, ns: str, version: str) -> None:
         raise PublishError(f"the lease on {version} expired; it may have been collected")
 
 
-def make_manifest(bundle: Bundle, version: str, row_dtype: str, row_groups: int = 0) -> Manifest:
+def make_manifest(
+    bundle: Bundle,
+    version: str,
+    row_dtype: str,
+    row_groups: int = 0,
+    plans: dict[str, TablePlan] | None = None,
+) -> Manifest:
+    plans = plans or {}
     tables = {
-        name: TableSpec(rows=len(t.ids), dim=t.rows.shape[1], default_row=t.default.tolist())
+        name: TableSpec(
+            rows=len(t.ids),
+            dim=t.rows.shape[1],
+            default_row=t.default.tolist(),
+            buckets=plans[name].count if name in plans else 0,
+        )
         for name, t in bundle.tables.items()
     }
     manifest = Manifest(
@@ -209,19 +259,33 @@ def count_existing(client: RedisClient, row_keys: list[str]) -> int:
 
 
 def verify_version(
-    client: RedisClient, ns: str, manifest: Manifest, table_keys: dict[str, list[str]]
+    client: RedisClient,
+    ns: str,
+    manifest: Manifest,
+    plans: dict[str, TablePlan],
+    meta_keys: list[str],
 ) -> None:
-    """Refuse to write the manifest unless every key written (table_keys: table name or
-    "item metadata" -> its keys) and the exact ONNX and report bytes are there."""
+    """Refuse to write the manifest unless every row and metadata record written, and the
+    exact ONNX and report bytes, are there."""
     version = manifest.version
     stored = client.get(keys.onnx_key(ns, version)) or b""
     if hashlib.sha256(stored).hexdigest() != manifest.onnx_sha256:
         raise PublishError(f"ONNX of {version} does not match its checksum")
-    for name, row_keys in table_keys.items():  # every key written, and no other, is counted
-        found = count_existing(client, row_keys)
-        if found != len(row_keys):
-            raise PublishError(f"{name}: {found} of {len(row_keys)} rows present")
+    for name, plan in plans.items():  # every row written, and no other, is counted
+        expected = manifest.tables[name].rows
+        found = count_rows(client, (ns, version, name), plan, manifest.row_groups)
+        if found != expected:
+            raise PublishError(f"{name}: {found} of {expected} rows present")
+    if (found := count_existing(client, meta_keys)) != len(meta_keys):
+        raise PublishError(f"item metadata: {found} of {len(meta_keys)} records present")
     for name, digest in manifest.report.items():
         content = client.get(keys.report_key(ns, version, name)) or b""
         if hashlib.sha256(content).hexdigest() != digest:
             raise PublishError(f"report file {name} of {version} does not match its checksum")
+
+
+def count_rows(client: RedisClient, table: tuple[str, str, str], plan: TablePlan, groups) -> int:
+    """Rows present of one table, (namespace, version, table name), in its plan's layout."""
+    if plan.count:
+        return verify_buckets(client, keys.row_prefix(*table), plan, groups)
+    return count_existing(client, keys.row_keys(*table, plan.ids, groups))

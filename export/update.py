@@ -11,7 +11,8 @@ import numpy as np
 from core import keys
 from core.redis_conn import RedisClient
 from core.rows import encode_rows
-from export.publish import PublishError, write_rows
+from export.buckets import TablePlan
+from export.publish import PublishError, write_table
 from export.versions import decode, read_manifest, stored_probe_digest
 
 
@@ -41,10 +42,12 @@ def update_rows(
     dim = manifest.tables[table].dim
     if rows.ndim != 2 or rows.shape != (len(ids), dim):
         raise PublishError(f"{table} rows must be shaped ({len(ids)}, {dim}), got {rows.shape}")
-    write_rows(
+    write_table(
         client,
-        keys.row_keys(ns, version, table, ids, manifest.row_groups),
+        (ns, version, table),
+        TablePlan.of(ids, manifest.tables[table].buckets),
         encode_rows(rows, manifest.row_dtype),
+        manifest.row_groups,
     )
     if set(ids) & set(manifest.probe_ids.get(table, [])):  # keep the version loadable
         manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)

@@ -10,8 +10,9 @@ import time
 
 from core import keys
 from core.canary import Canary
-from core.manifest import Manifest, read_probe_digest
+from core.manifest import Manifest
 from core.redis_conn import RedisClient
+from core.row_store import read_probe_digest
 
 log = logging.getLogger(__name__)
 ACTIVATIONS_KEPT = 100

@@ -47,7 +47,8 @@ def test_publish_activate_rollback_update_and_gc_from_the_command_line(
     assert code == 0 and "updated 2 item rows of v1" in out
     assert redis_client.get(keys.row_key(ns, "v1", "item", "s1")) == np.ones(36, "<f4").tobytes()
 
-    cli("publish", str(folder), "--no-activate", "--no-progress")
+    cli("publish", str(folder), "--no-activate", "--no-progress", "--row-layout", "buckets")
+    assert Manifest.from_json(redis_client.get(keys.manifest_key(ns, "v3"))).row_layout == "buckets"
     code, out = cli("gc", "--keep", "1")
     assert code == 0 and "deleted 0 versions" in out  # v3 newest, v1 active, v2 previous
 
@@ -57,12 +58,15 @@ def test_activating_a_missing_version_fails_with_a_clear_message(cli):
     assert code == 1 and "v404" in out and "no manifest" in out
 
 
-def test_bad_row_dtype_is_refused(cli, tmp_path):
+def test_bad_row_dtype_is_refused(cli, tmp_path, capsys):
     folder = save_bundle(synthetic_bundle(5), tmp_path / "b")
     code, out = cli("publish", str(folder), "--row-dtype", "int8")
     assert code == 1 and "float16" in out
     code, out = cli("publish", str(folder), "--row-groups", "5000")
     assert code == 1 and "--row-groups must be in 0..1024" in out
+    with pytest.raises(SystemExit):
+        cli("publish", str(folder), "--row-layout", "blocks")
+    assert "--row-layout: invalid choice: 'blocks'" in capsys.readouterr().err
 
 
 def test_run_trains_both_models_and_publishes_the_training_report(cli, redis_client, ns, tmp_path):

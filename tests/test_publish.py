@@ -8,8 +8,11 @@ import pytest
 
 from core import graph, keys
 from core.graph import one_user_feeds, user_inputs
-from core.manifest import Manifest
+from core.manifest import Manifest, validate_manifest
+from core.redis_conn import connect_redis
+from core.row_store import BUCKET_ROWS, locate, read_rows
 from core.rows import decode_rows, encode_rows
+from devtools.local_redis import LocalRedis
 from export import gc
 from export.publish import PublishError, publish_bundle
 from export.synthetic import synthetic_bundle
@@ -20,7 +23,7 @@ from export.versions import activate_version, list_versions, read_manifest
 
 
 def fetch_rows(client, ns, version, table, ids, manifest: Manifest) -> np.ndarray:
-    values = client.mget(keys.row_keys(ns, version, table, ids))
+    values = read_rows(client, ns, manifest, {table: ids})
     assert all(v is not None for v in values)
     return decode_rows(values, manifest.row_dtype, manifest.tables[table].dim)
 
@@ -48,8 +51,12 @@ def fetch_side(client, ns, manifest, samples, kind: str, indices) -> np.ndarray 
     return np.concatenate(parts)
 
 
-def test_scores_from_redis_rows_and_onnx_equal_pytorch(redis_client, ns, bundle, trained, samples):
-    manifest = publish_bundle(redis_client, ns, bundle, progress=False)
+@pytest.mark.parametrize("layout", ["keys", "buckets"])
+def test_scores_from_redis_rows_and_onnx_equal_pytorch(
+    redis_client, ns, bundle, trained, samples, layout
+):
+    manifest = publish_bundle(redis_client, ns, bundle, row_layout=layout, progress=False)
+    assert manifest.row_layout == layout
     session = cpu_session(redis_client.get(keys.onnx_key(ns, manifest.version)))
     test, item = samples.read("test", limit=400), manifest.schema.item_field.name
     chosen = np.random.default_rng(1).choice(len(test), 40, replace=False)
@@ -141,6 +148,66 @@ def test_row_groups_are_recorded_and_rows_live_under_their_group_tags(redis_clie
     assert redis_client.exists(*keys.row_keys(ns, manifest.version, "item", ids)) == 0
 
 
+def memory_usage(client, row_keys: set[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for key in row_keys:
+        pipe.memory_usage(key, samples=0)
+    return sum(pipe.execute())
+
+
+def test_bucket_layout_keeps_rows_compact_and_reads_them_back(redis_client, ns):
+    small = synthetic_bundle(4000)
+    ids = [str(i) for i in small.tables["item"].ids]
+    raw = small.tables["item"].rows.astype(np.float32).nbytes
+    used = {}
+    for layout in ("keys", "buckets"):
+        manifest = publish_bundle(redis_client, ns, small, row_layout=layout, progress=False)
+        row_keys = locate(ns, manifest, "item", ids)
+        used[layout] = memory_usage(redis_client, set(row_keys)) / raw
+        assert read_rows(redis_client, ns, manifest, {"item": [*ids[:50], "no-such"]}) == [
+            *encode_rows(small.tables["item"].rows[:50], "float32"),
+            None,
+        ]
+    assert manifest.tables["item"].buckets == 4000 // BUCKET_ROWS
+    assert redis_client.object("encoding", row_keys[0]) in (b"listpack", b"ziplist")
+    assert used["buckets"] <= 1.2 < used["keys"]
+
+
+def test_bucket_layout_is_refused_by_a_server_that_would_not_keep_them_compact(redis_client, ns):
+    redis_client.config_set("hash-max-ziplist-value", 64)
+    try:
+        with pytest.raises(PublishError, match=r"hash-max-(listpack|ziplist)-value >= 144 .*64"):
+            publish_bundle(redis_client, ns, synthetic_bundle(30), row_layout="buckets")
+    finally:
+        redis_client.config_set("hash-max-ziplist-value", 1024)
+    assert redis_client.get(keys.sequence_key(ns)) is None  # refused before any write
+    assert not list(redis_client.scan_iter(match=f"{ns}:*"))
+
+
+def test_bucket_layout_without_config_access_is_checked_after_writing(tmp_path):
+    server = LocalRedis(workdir=tmp_path, extra_args=["--hash-max-ziplist-value", "64"])
+    server.extra_args += ["--rename-command", "CONFIG", ""]  # as managed Redis often does
+    client = connect_redis(server.start().url)
+    try:
+        with pytest.raises(PublishError, match="stored as hashtable, not listpack"):
+            publish_bundle(client, "t", synthetic_bundle(30), row_layout="buckets")
+        assert list_versions(client, "t") == []
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_a_manifest_mixing_row_layouts_is_refused(redis_client, ns):
+    manifest = publish_bundle(
+        redis_client, ns, synthetic_bundle(30), row_layout="buckets", progress=False
+    )
+    manifest.tables["item"].buckets = 0
+    with pytest.raises(ValueError, match="mix row layouts"):
+        validate_manifest(manifest)
+    with pytest.raises(PublishError, match="row layout 'blocks'"):
+        publish_bundle(redis_client, ns, synthetic_bundle(5), row_layout="blocks")
+
+
 def test_killed_writer_leaves_active_version_and_listing_untouched(redis_server, redis_client, ns):
     v1 = publish_bundle(redis_client, ns, synthetic_bundle(50), progress=False).version
     writer = subprocess.Popen(
@@ -176,8 +243,10 @@ def test_gc_keeps_newest_plus_active_and_previous(redis_client, ns):
     assert redis_client.exists(keys.row_key(ns, "v1", "item", "s0"))
 
 
-def test_update_rows_rewrites_rows_and_announces_them(redis_client, ns):
-    version = publish_bundle(redis_client, ns, synthetic_bundle(30), progress=False).version
+@pytest.mark.parametrize("layout", ["keys", "buckets"])
+def test_update_rows_rewrites_rows_and_announces_them(redis_client, ns, layout):
+    small = synthetic_bundle(30)
+    version = publish_bundle(redis_client, ns, small, row_layout=layout, progress=False).version
     pubsub = redis_client.pubsub()
     pubsub.subscribe(keys.events_channel(ns))
     pubsub.get_message(timeout=1)
@@ -187,6 +256,9 @@ def test_update_rows_rewrites_rows_and_announces_them(redis_client, ns):
     assert np.array_equal(
         fetch_rows(redis_client, ns, version, "item", ["s3", "s4"], manifest), new_rows
     )
+    assert read_rows(redis_client, ns, manifest, {"item": ["s2"]}) == encode_rows(
+        small.tables["item"].rows[2:3], "float32"
+    )
     event = keys.parse_event(pubsub.get_message(timeout=1)["data"])
     assert event == {
         "kind": "rows-updated",
@@ -194,6 +266,8 @@ def test_update_rows_rewrites_rows_and_announces_them(redis_client, ns):
         "table": "item",
         "ids": ["s3", "s4"],
     }
+    update_rows(redis_client, ns, "item", ["s-new"], new_rows[:1])
+    assert fetch_rows(redis_client, ns, version, "item", ["s-new"], manifest)[0][0] == 0.5
     with pytest.raises(PublishError, match="shaped"):
         update_rows(redis_client, ns, "item", ["s1"], np.zeros((1, 5), np.float32))
 

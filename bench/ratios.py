@@ -39,8 +39,11 @@ GOALS = {
     "b": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 8 callers x 1 thread", at_least=3),
     "floor": Goal("session.run p50 / GEMM floor at measured matmul rate", at_most=3),
     "peer": Goal("HTTP p50 c=1 / DeepCTR-Torch 0.3.0 DIN predict() p50", at_most=0.33),
-    "memory": Goal("Redis bytes per fp32 item row / raw bytes", at_most=1.2),
+    "memory": Goal("Redis bytes per fp32 item row, --row-layout buckets / raw", at_most=1.2),
+    "memory_keys": Goal("Redis bytes per fp32 item row, one key per row (default) / raw"),
+    "fetch_buckets": Goal("request fetch p50, buckets (one EVAL) / keys (one MGET), cache off"),
     "publish": Goal("write_rows rows/s / redis-benchmark SET -P 64 rows/s", at_least=0.8),
+    "publish_buckets": Goal("bucket rows/s (HSET) / redis-benchmark SET -P 64", at_least=0.8),
     "cluster": Goal("request fetch p50, 3-master cluster (--row-groups 6) / one node", at_most=2),
     "cluster_untagged": Goal("request fetch p50, 3-master cluster (one key per row) / one node"),
     "b_vs_eager_c1": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 1 caller x 1 thread"),
@@ -65,8 +68,11 @@ def ratios(results: dict) -> dict[str, float | None]:
         "b": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c8"],
         "floor": lambda r: r["floor"]["over_gemm_floor"],
         "peer": lambda r: _peer(r),
-        "memory": lambda r: r["redis_memory"][0]["float32"]["vs_raw_fp32"],
+        "memory": lambda r: memory_ratio(r["redis_memory"], "buckets"),
+        "memory_keys": lambda r: memory_ratio(r["redis_memory"], "keys"),
+        "fetch_buckets": lambda r: r["redis_fetch"]["buckets_over_keys"],
         "publish": lambda r: r["publish"]["ratio"],
+        "publish_buckets": lambda r: r["publish"]["ratio_buckets"],
         "cluster": lambda r: r["cluster_fetch"]["ratio"],
         "cluster_untagged": lambda r: r["cluster_fetch"]["ratio_untagged"],
         "b_vs_eager_c1": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c1"],
@@ -74,6 +80,13 @@ def ratios(results: dict) -> dict[str, float | None]:
         "served_over_split": lambda r: r["floor"]["interleaved"]["served_over_split"],
     }
     return {name: formula(results) for name, formula in formulas.items()}
+
+
+def memory_ratio(memory: list[dict], layout: str) -> float:
+    """Bytes per float32 row / its raw bytes in `layout`, on the newest server (the one the
+    other sections use)."""
+    entry = next(e for e in memory if e["layout"] == layout)
+    return entry["float32"]["vs_raw_fp32"]
 
 
 def _floor_p50(results: dict) -> float:

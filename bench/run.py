@@ -100,7 +100,13 @@ def run_all(publish_rows: int) -> dict:
         on = (*stack.args(), catalogue)
         s.run("inprocess", inprocess.run_inprocess, *on, table=inprocess.inprocess_table)
         s.run("stages", stages.run_stages, *on, table=stages.stages_table)
-        s.run("redis_fetch", redis_bench.run_fetch, *on, table=redis_bench.fetch_table)
+        s.run(
+            "redis_fetch",
+            redis_bench.run_fetch,
+            *on,
+            bench.bundle,
+            table=redis_bench.fetch_table,
+        )
         s.run("http", http_load.run_http, stack, catalogue, table=http_load.http_table)
     s.run("redis_memory", redis_bench.run_memory, dim, table=redis_bench.memory_table)
     s.run("publish", publish.run_publish, publish_rows, dim, table=publish.publish_table)

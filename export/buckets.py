@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import hiredis
@@ -45,7 +46,7 @@ class TablePlan:
     def of(cls, ids: list[str], count: int) -> TablePlan:
         if not count:
             return cls(ids, 0, np.zeros(0, np.int64))
-        crcs = np.fromiter((zlib.crc32(i.encode()) for i in ids), np.int64, len(ids))
+        crcs = np.fromiter(map(zlib.crc32, map(str.encode, ids)), np.int64, len(ids))
         return cls(ids, count, crcs % count)
 
     def sizes(self) -> np.ndarray:
@@ -63,46 +64,74 @@ def write_buckets(
     lease: tuple[str, int] | None = None,
 ) -> None:
     """HSET every row into its bucket under a table's row prefix."""
-    ids = plan.ids
+    renew = [("EXPIRE", *lease)] if lease else []
+    batches = (
+        (hsets + renew, rows) for hsets, rows in bucket_batches(prefix, plan, values, groups)
+    )
+    with tqdm(total=len(plan.ids), unit="row", disable=not progress, leave=False) as bar:
+        for rows in send_overlapped(client, batches):
+            bar.update(rows)
+
+
+def bucket_batches(
+    prefix: str, plan: TablePlan, values: list[bytes], groups: int
+) -> Iterator[tuple[list[tuple], int]]:
+    """(HSET commands, rows) of about BUCKET_BATCH_ROWS rows at a time, one per bucket."""
     order = np.argsort(plan.numbers, kind="stable")
     bounds = np.searchsorted(plan.numbers[order], np.arange(plan.count + 1)).tolist()
     order = order.tolist()
-    sorted_ids, sorted_values = [ids[k] for k in order], [values[k] for k in order]
-    bucket_names = keys.bucket_keys(prefix, list(range(plan.count)), groups)
-    bar = tqdm(total=len(ids), unit="row", disable=not progress, leave=False)
-    commands, queued = [], 0
+    ids, values = list(map(plan.ids.__getitem__, order)), list(map(values.__getitem__, order))
+    names = keys.bucket_keys(prefix, list(range(plan.count)), groups)
+    commands, start = [], 0
     for n, (low, high) in enumerate(itertools.pairwise(bounds)):
-        if low == high:
-            continue
-        fields = [None] * (2 * (high - low))
-        fields[0::2], fields[1::2] = sorted_ids[low:high], sorted_values[low:high]
-        commands.append(("HSET", bucket_names[n], *fields))
-        queued += high - low
-        if queued >= BUCKET_BATCH_ROWS or high == len(ids):
-            send_commands(client, commands + ([("EXPIRE", *lease)] if lease else []))
-            bar.update(queued)
-            commands, queued = [], 0
-    bar.close()
+        if low < high:
+            fields = [None] * (2 * (high - low))
+            fields[0::2], fields[1::2] = ids[low:high], values[low:high]
+            commands.append(("HSET", names[n], *fields))
+        if high - start >= BUCKET_BATCH_ROWS or (n == plan.count - 1 and commands):
+            yield commands, high - start
+            commands, start = [], high
 
 
-def send_commands(client: RedisClient, commands: list[tuple]) -> list:
-    """Every command in one round trip (one per node on a cluster); the first error raises."""
+def send_overlapped(client: RedisClient, batches: Iterator[tuple[list[tuple], int]]):
+    """Sends each batch of commands and yields its count once its replies are read; an
+    error reply raises. On one node the next batch is built and sent before the replies of
+    the one before are read, so the client works while Redis does."""
     if is_cluster(client):
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return pipe.execute()
+        for commands, count in batches:
+            send_commands(client, commands)
+            yield count
+        return
     pool = client.connection_pool
     connection = pool.get_connection()
+    pending = []
     try:  # hiredis packs a command in C; redis-py's own packing walks every argument
-        connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
-        replies = [connection.read_response() for _ in commands]
+        for commands, count in batches:
+            connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
+            pending.append((len(commands), count))
+            if len(pending) > 1:
+                yield read_replies(connection, *pending.pop(0))
+        for sent, count in pending:
+            yield read_replies(connection, sent, count)
     except BaseException:
         connection.disconnect()  # no reply is left unread on a pooled connection
         raise
     finally:
         pool.release(connection)
-    return replies
+
+
+def read_replies(connection, sent: int, count: int) -> int:
+    for _ in range(sent):
+        connection.read_response()  # raises on an error reply
+    return count
+
+
+def send_commands(client: RedisClient, commands: list[tuple]) -> list:
+    """Every command in one round trip (one per node on a cluster); the first error raises."""
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe.execute()
 
 
 def check_listpack_limits(client: RedisClient, row_bytes: int, rows_per_bucket: int) -> None:

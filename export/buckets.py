@@ -1,12 +1,10 @@
 """Writing and verifying a table published in hash buckets (`--row-layout buckets`).
 
 Each bucket is one HSET of all its rows (field = raw id), BUCKET_BATCH_ROWS rows per round
-trip. On one node the commands are packed by hiredis and sent down one connection, and each
-batch is built and sent while Redis applies the one before (0.48M → 0.9M rows/s on a 2-core
-box); on a cluster a pipeline groups them per node. The server must keep the buckets in listpack
-encoding, or they cost more than one key per row: `check_listpack_limits` refuses before
-anything is written, and `verify_buckets` checks the fullest bucket's encoding afterwards
-(where CONFIG is not allowed, that is the only check).
+trip, sent by export/bulk.py (each batch built while Redis applies the one before). The
+server must keep the buckets in listpack encoding, or they cost more than one key per row:
+`check_listpack_limits` refuses before anything is written, and `verify_buckets` checks the
+fullest bucket's encoding afterwards (where CONFIG is not allowed, that is the only check).
 """
 
 from __future__ import annotations
@@ -16,13 +14,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import hiredis
 import numpy as np
 import redis
 from tqdm import tqdm
 
 from core import keys
-from core.redis_conn import RedisClient, is_cluster
+from core.redis_conn import RedisClient
+from export.bulk import send_commands, send_overlapped
 from export.versions import PublishError
 
 BUCKET_BATCH_ROWS = 20_000
@@ -92,47 +90,6 @@ def bucket_batches(
         if high - start >= BUCKET_BATCH_ROWS or (n == plan.count - 1 and commands):
             yield commands, high - start
             commands, start = [], high
-
-
-def send_overlapped(client: RedisClient, batches: Iterator[tuple[list[tuple], int]]):
-    """Sends each batch of commands and yields its count once its replies are read; an
-    error reply raises. On one node the next batch is built and sent before the replies of
-    the one before are read, so the client works while Redis does."""
-    if is_cluster(client):
-        for commands, count in batches:
-            send_commands(client, commands)
-            yield count
-        return
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    pending = []
-    try:  # hiredis packs a command in C; redis-py's own packing walks every argument
-        for commands, count in batches:
-            connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
-            pending.append((len(commands), count))
-            if len(pending) > 1:
-                yield read_replies(connection, *pending.pop(0))
-        for sent, count in pending:
-            yield read_replies(connection, sent, count)
-    except BaseException:
-        connection.disconnect()  # no reply is left unread on a pooled connection
-        raise
-    finally:
-        pool.release(connection)
-
-
-def read_replies(connection, sent: int, count: int) -> int:
-    for _ in range(sent):
-        connection.read_response()  # raises on an error reply
-    return count
-
-
-def send_commands(client: RedisClient, commands: list[tuple]) -> list:
-    """Every command in one round trip (one per node on a cluster); the first error raises."""
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    return pipe.execute()
 
 
 def check_listpack_limits(client: RedisClient, row_bytes: int, rows_per_bucket: int) -> None:

@@ -10,11 +10,11 @@ export/live.py.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +26,7 @@ from core.redis_conn import RedisClient, is_cluster
 from core.row_store import bucket_count
 from core.rows import encode_rows, row_nbytes
 from export.buckets import TablePlan, check_listpack_limits, verify_buckets, write_buckets
+from export.bulk import send_overlapped
 from export.versions import PublishError, point_to, stored_probe_digest
 
 if TYPE_CHECKING:  # the bundle module imports torch; publishing a saved bundle does not need it
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 120
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 BATCH_ROWS = 1000
-BATCHES_PER_ROUND_TRIP = 20
+ROUND_TRIP_ROWS = 20_000
 
 
 def next_version(client: RedisClient, ns: str) -> str:
@@ -217,34 +218,30 @@ def write_rows(
     progress: bool = False,
     lease: tuple[str, int] | None = None,
 ) -> int:
-    """MSET in batches, several batches per round trip; SETs grouped per node on a cluster."""
-    bar = tqdm(total=len(row_keys), unit="row", disable=not progress, leave=False)
-    step = BATCH_ROWS * BATCHES_PER_ROUND_TRIP
-    for start in range(0, len(row_keys), step):
-        pipe = client.pipeline(transaction=False)
-        for batch_keys, batch_values in _batches(
-            row_keys[start : start + step], values[start : start + step]
-        ):
-            _queue_set_many(pipe, client, batch_keys, batch_values)
-        if lease:
-            pipe.expire(*lease)
-        pipe.execute()
-        bar.update(min(step, len(row_keys) - start))
-    bar.close()
+    """MSETs of BATCH_ROWS keys, ROUND_TRIP_ROWS keys per round trip (export/bulk.py); on a
+    cluster SETs, grouped per node. The lease is renewed with every round trip."""
+    renew = [("EXPIRE", *lease)] if lease else []
+    spans = (slice(k, k + ROUND_TRIP_ROWS) for k in range(0, len(row_keys), ROUND_TRIP_ROWS))
+    batches = (
+        (set_commands(client, row_keys[span], values[span]) + renew, len(row_keys[span]))
+        for span in spans
+    )
+    with tqdm(total=len(row_keys), unit="row", disable=not progress, leave=False) as bar:
+        for rows in send_overlapped(client, batches):
+            bar.update(rows)
     return len(row_keys)
 
 
-def _batches(row_keys: list[str], values: list[bytes]) -> Iterator[tuple[list, list]]:
-    for start in range(0, len(row_keys), BATCH_ROWS):
-        yield row_keys[start : start + BATCH_ROWS], values[start : start + BATCH_ROWS]
-
-
-def _queue_set_many(pipe, client: RedisClient, row_keys: list[str], values: list[bytes]) -> None:
-    if is_cluster(client):  # MSET cannot span slots; the cluster pipeline groups by node
-        for key, value in zip(row_keys, values, strict=True):
-            pipe.set(key, value)
-    else:
-        pipe.mset(dict(zip(row_keys, values, strict=True)))
+def set_commands(client: RedisClient, row_keys: list[str], values: list[bytes]) -> list[tuple]:
+    """Commands writing row_keys[i] = values[i]: one SET each on a cluster (MSET cannot span
+    slots), else MSETs of BATCH_ROWS keys."""
+    pairs = list(zip(row_keys, values, strict=True))
+    if is_cluster(client):
+        return [("SET", key, value) for key, value in pairs]
+    return [
+        ("MSET", *itertools.chain.from_iterable(pairs[start : start + BATCH_ROWS]))
+        for start in range(0, len(pairs), BATCH_ROWS)
+    ]
 
 
 def count_existing(client: RedisClient, row_keys: list[str]) -> int:

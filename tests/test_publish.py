@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import redis
 
 from core import graph, keys
 from core.graph import one_user_feeds, user_inputs
@@ -13,7 +14,7 @@ from core.redis_conn import connect_redis
 from core.row_store import BUCKET_ROWS, locate, read_rows
 from core.rows import decode_rows, encode_rows
 from devtools.local_redis import LocalRedis
-from export import buckets, gc
+from export import buckets, gc, publish
 from export.publish import PublishError, publish_bundle
 from export.synthetic import synthetic_bundle
 from export.to_onnx import cpu_session
@@ -157,6 +158,7 @@ def memory_usage(client, row_keys: set[str]) -> int:
 
 def test_bucket_layout_keeps_rows_compact_and_reads_them_back(redis_client, ns, monkeypatch):
     monkeypatch.setattr(buckets, "BUCKET_BATCH_ROWS", 300)  # 14 round trips, each overlapped
+    monkeypatch.setattr(publish, "ROUND_TRIP_ROWS", 300)
     small = synthetic_bundle(4000)
     ids = [str(i) for i in small.tables["item"].ids]
     raw = small.tables["item"].rows.astype(np.float32).nbytes
@@ -172,6 +174,19 @@ def test_bucket_layout_keeps_rows_compact_and_reads_them_back(redis_client, ns, 
     assert manifest.tables["item"].buckets == 4000 // BUCKET_ROWS
     assert redis_client.object("encoding", row_keys[0]) in (b"listpack", b"ziplist")
     assert used["buckets"] <= 1.2 < used["keys"]
+
+
+def test_an_error_reply_mid_write_raises_and_leaves_no_reply_unread(redis_client, ns, monkeypatch):
+    monkeypatch.setattr(buckets, "BUCKET_BATCH_ROWS", 50)
+    ids = [f"i{k}" for k in range(1000)]
+    plan = buckets.TablePlan.of(ids, 32)
+    prefix = keys.row_prefix(ns, "v1", "item")
+    [taken] = keys.bucket_keys(prefix, [20])  # a bucket of a later round trip
+    redis_client.set(taken, "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        buckets.write_buckets(redis_client, prefix, plan, [b"row"] * len(ids))
+    assert redis_client.get(taken) == b"not a hash"  # each reply still matches its command
+    assert redis_client.hlen(keys.bucket_keys(prefix, [0])[0]) == (plan.numbers == 0).sum()
 
 
 def test_bucket_layout_is_refused_by_a_server_that_would_not_keep_them_compact(redis_client, ns):

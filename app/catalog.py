@@ -67,6 +67,7 @@ def version_detail(client: RedisClient, ns: str, version: str) -> dict | None:
         "model": manifest.model,
         "metrics": manifest.metrics,
         "row_dtype": manifest.row_dtype,
+        "row_layout": manifest.row_layout,
         "tables": {name: spec.rows for name, spec in manifest.tables.items()},
         "explainable": bool(manifest.onnx_attention),
         "item_metadata": manifest.item_metadata,

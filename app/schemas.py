@@ -112,6 +112,7 @@ class VersionDetail(BaseModel):
     model: dict = Field(description="the model's hyper-parameters")
     metrics: dict
     row_dtype: str
+    row_layout: str = Field(description="keys (a Redis string per row) or buckets (hashes)")
     tables: dict[str, int] = Field(description="rows per table")
     explainable: bool = Field(description="the graph outputs attention weights")
     item_metadata: int = Field(description="items with a title and field values record")

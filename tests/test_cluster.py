@@ -57,7 +57,9 @@ def test_cluster_serves_the_same_scores_as_a_single_node(
     single_layout,
     cluster_layout,
 ):
-    publish_bundle(redis_client, ns, bundle, row_layout=single_layout, progress=False)
+    single_version = publish_bundle(
+        redis_client, ns, bundle, row_layout=single_layout, progress=False
+    ).version
     publish_bundle(
         cluster_client,
         ns,
@@ -78,6 +80,8 @@ def test_cluster_serves_the_same_scores_as_a_single_node(
             many = clustered.post("/v1/score", json=payload)
             assert one.status_code == many.status_code == 200, many.text
             assert one.json() == many.json()
+        detail = single.get(f"/v1/versions/{single_version}").json()
+        assert detail["row_layout"] == single_layout
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,7 @@ def test_version_detail_and_report_files(redis_server, ns, two_versions, reporte
     assert detail["explainable"] and detail["report"] == sorted([REPORT_IMAGE, REPORT_SUMMARY])
     assert detail["demo_users"] == reported_bundle.demo_users and detail["demo_items"]
     assert detail["schema"] == reported_bundle.schema.to_dict()
+    assert (detail["row_dtype"], detail["row_layout"]) == ("float32", "keys")
     assert image.headers["content-type"] == "image/png"
     assert image.content == reported_bundle.report[REPORT_IMAGE]
     assert summary.text == reported_bundle.report[REPORT_SUMMARY].decode()

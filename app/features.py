@@ -18,7 +18,7 @@ from app.bundle import LoadedBundle
 from app.cache import RowCache
 from core import keys
 from core.events import decode_behaviours
-from core.redis_conn import RedisClient, is_cluster
+from core.redis_conn import RedisClient, get_many
 from core.row_store import read_rows
 from core.schema import ITEM_ID
 
@@ -42,7 +42,6 @@ class RowFetcher:
         self.client = client
         self.ns = ns
         self.cache = cache
-        self._mget = client.mget_nonatomic if is_cluster(client) else client.mget
 
     def read_user(self, user_id: str, history: int | None, profile: list[str]) -> StoredUser:
         """The last `history` behaviours (None: not read) and the `profile` fields' stored
@@ -64,7 +63,7 @@ class RowFetcher:
         """Title and side-field values of each id the version describes (one round trip)."""
         if not bundle.manifest.item_metadata or not ids:
             return {}
-        values = self._mget(keys.item_meta_keys(self.ns, bundle.version, ids))
+        values = get_many(self.client, keys.item_meta_keys(self.ns, bundle.version, ids))
         found = {i: read_record(v) for i, v in zip(ids, values, strict=True) if v is not None}
         return {i: record for i, record in found.items() if record is not None}
 

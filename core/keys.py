@@ -124,11 +124,16 @@ def row_keys(
     row_groups (0: untagged)."""
     prefix = row_prefix(ns, version, table)
     if buckets:
-        return bucket_keys(prefix, [zlib.crc32(i.encode()) % buckets for i in raw_ids], groups)
+        return bucket_keys(prefix, bucket_numbers(raw_ids, buckets), groups)
     if not groups:
         return [prefix + raw_id for raw_id in raw_ids]
     tags = row_group_tags(groups)
     return [f"{prefix}{tags[zlib.crc32(i.encode()) % groups]}:{i}" for i in raw_ids]
+
+
+def bucket_numbers(raw_ids: list[str], buckets: int) -> list[int]:
+    """The bucket of each row of a table published in `buckets` buckets: CRC-32(id) mod B."""
+    return [zlib.crc32(i.encode()) % buckets for i in raw_ids]
 
 
 def bucket_keys(prefix: str, numbers: list[int], groups: int = 0) -> list[str]:

@@ -13,6 +13,8 @@ from core.schema import FeatureSchema, forward_compatible
 ROW_DTYPES = ("float32", "float16")  # little-endian; core/rows.py encodes and decodes them
 PROBE_ROWS = 64
 FORMAT = 2  # 2: the feature schema; a format-1 manifest (two fixed id fields) is refused
+BUCKETS_FORMAT = 3  # 2 with rows in hash buckets: a reader that knows only 2 must refuse it
+FORMATS = (FORMAT, BUCKETS_FORMAT)
 FORMAT_NOTES = {1: "format 1 predates feature schemas: train and publish that model again"}
 
 
@@ -69,7 +71,7 @@ class Manifest:
         """Fields this version does not know are ignored at every level (a newer exporter
         may add some); a format it cannot read is refused with the reason."""
         raw = json.loads(text)
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        if not isinstance(raw, dict) or raw.get("format") not in FORMATS:
             found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
             raise ValueError(FORMAT_NOTES.get(found, f"unsupported manifest format {found!r}"))
         tables = raw.get("tables")
@@ -115,6 +117,9 @@ def validate_manifest(manifest: Manifest) -> None:
             raise ValueError(f"{name} buckets {spec.buckets!r} is not a count")
     if len({spec.buckets > 0 for spec in manifest.tables.values()}) > 1:
         raise ValueError("tables mix row layouts: all or none must be in buckets")
+    expected_format = BUCKETS_FORMAT if manifest.row_layout == "buckets" else FORMAT
+    if manifest.format != expected_format:
+        raise ValueError(f"a {manifest.row_layout} manifest is format {expected_format}")
 
 
 def probe_digest(rows_by_table: dict[str, list[bytes]]) -> str:

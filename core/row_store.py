@@ -26,7 +26,7 @@ from redis.crc import key_slot
 
 from core import keys
 from core.manifest import Manifest, probe_digest
-from core.redis_conn import RedisClient, is_cluster
+from core.redis_conn import RedisClient, get_many, is_cluster
 
 LAYOUTS = ("keys", "buckets")
 BUCKET_ROWS = 32  # mean rows per bucket: far below listpack's default 128 entries
@@ -57,8 +57,8 @@ def read_rows(
 ) -> list[bytes | None]:
     """Every row asked, tables in the order given; None where an id has no row."""
     row_keys = [key for t, ids in wanted.items() for key in locate(ns, manifest, t, ids)]
-    if manifest.row_layout == "keys":
-        return client.mget_nonatomic(row_keys) if is_cluster(client) else client.mget(row_keys)
+    if manifest.row_layout == "keys" or not row_keys:
+        return get_many(client, row_keys)
     ids = [i for table_ids in wanted.values() for i in table_ids]
     if not is_cluster(client):
         return client.eval(GATHER_LUA, len(row_keys), *row_keys, *ids)

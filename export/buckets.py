@@ -3,14 +3,13 @@
 Each bucket is one HSET of all its rows (field = raw id), BUCKET_BATCH_ROWS rows per round
 trip, sent by export/bulk.py (each batch built while Redis applies the one before). The
 server must keep the buckets in listpack encoding, or they cost more than one key per row:
-`check_listpack_limits` refuses before anything is written, and `verify_buckets` checks the
-fullest bucket's encoding afterwards (where CONFIG is not allowed, that is the only check).
+`check_listpack_limits` refuses before anything is written, and `verify_buckets` checks
+every bucket's encoding afterwards (where CONFIG is not allowed, that is the only check).
 """
 
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -45,8 +44,7 @@ class TablePlan:
     def of(cls, ids: list[str], count: int) -> TablePlan:
         if not count:
             return cls(ids, 0, np.zeros(0, np.int64))
-        crcs = np.fromiter(map(zlib.crc32, map(str.encode, ids)), np.int64, len(ids))
-        return cls(ids, count, crcs % count)
+        return cls(ids, count, np.asarray(keys.bucket_numbers(ids, count), np.int64))
 
     def sizes(self) -> np.ndarray:
         return np.bincount(self.numbers, minlength=self.count)
@@ -92,10 +90,11 @@ def bucket_batches(
             commands, start = [], high
 
 
-def check_listpack_limits(client: RedisClient, row_bytes: int, rows_per_bucket: int) -> None:
-    """Refuse, naming the setting, when the server would not keep buckets compact. A server
-    that forbids CONFIG (managed Redis) is checked after writing, by verify_buckets."""
-    for kind, needed in (("value", row_bytes), ("entries", rows_per_bucket)):
+def check_listpack_limits(client: RedisClient, value_bytes: int, rows_per_bucket: int) -> None:
+    """Refuse, naming the setting, when the server would not keep buckets compact (the
+    longest row or id; the fullest bucket). A server that forbids CONFIG (managed Redis) is
+    checked after writing, by verify_buckets."""
+    for kind, needed in (("value", value_bytes), ("entries", rows_per_bucket)):
         name, limit = read_limit(client, LIMITS[kind])
         if limit is not None and limit < needed:
             raise PublishError(
@@ -119,16 +118,27 @@ def read_limit(client: RedisClient, names: tuple[str, ...]) -> tuple[str, int | 
 
 def verify_buckets(client: RedisClient, prefix: str, plan: TablePlan, groups: int) -> int:
     """Rows present in a table's buckets (every field written, and no other); refuses when
-    the fullest bucket left listpack encoding."""
-    bucket_names = keys.bucket_keys(prefix, list(range(plan.count)), groups)
-    found = sum(send_commands(client, [("HLEN", name) for name in bucket_names]))
-    sizes = plan.sizes()
-    fullest = bucket_names[int(sizes.argmax())]
-    encoding = client.object("encoding", fullest) if len(plan.ids) else b"listpack"
-    if encoding not in COMPACT_ENCODINGS:
-        raise PublishError(
-            f"bucket {fullest} ({sizes.max()} rows) is stored as {encoding.decode()}, not "
-            f"listpack: raise hash-max-listpack-value and hash-max-listpack-entries on the "
-            f"server, or publish with --row-layout keys"
-        )
-    return found
+    any bucket left listpack encoding."""
+    names = keys.bucket_keys(prefix, list(range(plan.count)), groups)
+    fields, loose = bucket_state(client, names)
+    if loose:
+        raise PublishError(loose_message(loose))
+    return fields
+
+
+def bucket_state(client: RedisClient, names: list[str]) -> tuple[int, list[str]]:
+    """(fields in all the buckets, the buckets not in a compact encoding), one round trip."""
+    asked = [("HLEN", name) for name in names] + [("OBJECT", "ENCODING", n) for n in names]
+    replies = send_commands(client, asked)
+    lengths, encodings = replies[: len(names)], replies[len(names) :]
+    pairs = zip(names, encodings, strict=True)
+    loose = [name for name, found in pairs if found is not None and found not in COMPACT_ENCODINGS]
+    return sum(lengths), loose
+
+
+def loose_message(loose: list[str]) -> str:
+    return (
+        f"{len(loose)} buckets (the first {loose[0]}) are stored as hash tables, not "
+        f"listpack: raise hash-max-listpack-value and hash-max-listpack-entries on the "
+        f"server, or publish with --row-layout keys"
+    )

@@ -33,7 +33,8 @@ def send_overlapped(
     pending = []
     try:
         for commands, count in batches:
-            connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
+            packed = b"".join(map(hiredis.pack_command, commands))
+            connection.send_packed_command([packed], check_health=False)  # replies are unread
             pending.append((len(commands), count))
             if len(pending) > 1:
                 yield read_replies(connection, *pending.pop(0))

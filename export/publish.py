@@ -21,7 +21,14 @@ import numpy as np
 from tqdm import tqdm
 
 from core import graph, keys
-from core.manifest import PROBE_ROWS, Manifest, TableSpec, validate_manifest
+from core.manifest import (
+    BUCKETS_FORMAT,
+    FORMAT,
+    PROBE_ROWS,
+    Manifest,
+    TableSpec,
+    validate_manifest,
+)
 from core.redis_conn import RedisClient, is_cluster
 from core.row_store import bucket_count
 from core.rows import encode_rows, row_nbytes
@@ -106,8 +113,9 @@ def plan_tables(
     if row_layout == "keys":
         return plans
     widest = max(row_nbytes(t.rows.shape[1], row_dtype) for t in bundle.tables.values())
+    longest_id = max(len(str(i).encode()) for t in bundle.tables.values() for i in t.ids)
     fullest = max(int(plan.sizes().max(initial=0)) for plan in plans.values())
-    check_listpack_limits(client, widest, fullest)
+    check_listpack_limits(client, max(widest, longest_id), fullest)
     return plans
 
 
@@ -170,7 +178,9 @@ def make_manifest(
         )
         for name, t in bundle.tables.items()
     }
+    buckets = any(plan.count for plan in plans.values())
     manifest = Manifest(
+        format=BUCKETS_FORMAT if buckets else FORMAT,
         version=version,
         created_at=time.time(),
         row_dtype=row_dtype,

@@ -28,6 +28,18 @@ def test_key_builders_give_exact_strings():
     assert keys.version_pattern("din", "v3") == "din:v3:*"
 
 
+def test_bucket_keys_are_crc32_of_the_id_mod_the_bucket_count():
+    # CRC-32("7") mod 4 = 2, CRC-32("242") mod 4 = 3: published versions depend on these
+    assert keys.row_keys("din", "v3", "item", ["7", "242"], 0, 4) == [
+        "din:v3:item:b:2",
+        "din:v3:item:b:3",
+    ]
+    assert keys.row_keys("din", "v3", "item", ["7", "242"], 6, 4) == [
+        "din:v3:item:{r2.4}:b:2",  # bucket n in group n mod 6
+        "din:v3:item:{r3}:b:3",
+    ]
+
+
 def test_row_groups_tag_each_row_with_one_of_g_tags_spread_over_the_slot_ranges():
     grouped = keys.row_keys("din", "v3", "item", [str(i) for i in range(200)], 6)
     tags = {key.split(":")[3] for key in grouped}

@@ -2,6 +2,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -149,6 +150,17 @@ def test_row_groups_are_recorded_and_rows_live_under_their_group_tags(redis_clie
     assert redis_client.exists(*keys.row_keys(ns, manifest.version, "item", ids)) == 0
 
 
+@contextmanager
+def server_setting(client, name: str, value):
+    """A redis-server setting changed for the block, then put back as it was."""
+    [before] = client.config_get(name).values()
+    client.config_set(name, value)
+    try:
+        yield
+    finally:
+        client.config_set(name, before)
+
+
 def memory_usage(client, row_keys: set[str]) -> int:
     pipe = client.pipeline(transaction=False)
     for key in row_keys:
@@ -189,13 +201,27 @@ def test_an_error_reply_mid_write_raises_and_leaves_no_reply_unread(redis_client
     assert redis_client.hlen(keys.bucket_keys(prefix, [0])[0]) == (plan.numbers == 0).sum()
 
 
+def test_an_update_that_overfills_a_bucket_says_so_and_still_writes(redis_client, ns, caplog):
+    manifest = publish_bundle(
+        redis_client, ns, synthetic_bundle(30), row_layout="buckets", progress=False
+    )
+    assert manifest.tables["f:cat"].buckets == 1
+    new_ids = [f"cat-new{k}" for k in range(200)]
+    rows = np.full((200, manifest.tables["f:cat"].dim), 0.25, np.float32)
+    with server_setting(redis_client, "hash-max-ziplist-entries", 128):  # 220 rows: past it
+        update_rows(redis_client, ns, "cat", new_ids, rows)
+    assert "stored as hash tables, not listpack" in caplog.text
+    stored = read_rows(redis_client, ns, manifest, {"f:cat": new_ids})
+    assert stored == encode_rows(rows, "float32")
+
+
 def test_bucket_layout_is_refused_by_a_server_that_would_not_keep_them_compact(redis_client, ns):
-    redis_client.config_set("hash-max-ziplist-value", 64)
-    try:
-        with pytest.raises(PublishError, match=r"hash-max-(listpack|ziplist)-value >= 144 .*64"):
-            publish_bundle(redis_client, ns, synthetic_bundle(30), row_layout="buckets")
-    finally:
-        redis_client.config_set("hash-max-ziplist-value", 1024)
+    refused = r"hash-max-(listpack|ziplist)-value >= 144 .*64"
+    with (
+        server_setting(redis_client, "hash-max-ziplist-value", 64),
+        pytest.raises(PublishError, match=refused),
+    ):
+        publish_bundle(redis_client, ns, synthetic_bundle(30), row_layout="buckets")
     assert redis_client.get(keys.sequence_key(ns)) is None  # refused before any write
     assert not list(redis_client.scan_iter(match=f"{ns}:*"))
 
@@ -205,7 +231,7 @@ def test_bucket_layout_without_config_access_is_checked_after_writing(tmp_path):
     server.extra_args += ["--rename-command", "CONFIG", ""]  # as managed Redis often does
     client = connect_redis(server.start().url)
     try:
-        with pytest.raises(PublishError, match="stored as hashtable, not listpack"):
+        with pytest.raises(PublishError, match="stored as hash tables, not listpack"):
             publish_bundle(client, "t", synthetic_bundle(30), row_layout="buckets")
         assert list_versions(client, "t") == []
     finally:
@@ -217,8 +243,13 @@ def test_a_manifest_mixing_row_layouts_is_refused(redis_client, ns):
     manifest = publish_bundle(
         redis_client, ns, synthetic_bundle(30), row_layout="buckets", progress=False
     )
+    assert manifest.format == 3  # a reader that knows only format 2 refuses it
     manifest.tables["item"].buckets = 0
     with pytest.raises(ValueError, match="mix row layouts"):
+        validate_manifest(manifest)
+    for spec in manifest.tables.values():
+        spec.buckets = 0
+    with pytest.raises(ValueError, match="a keys manifest is format 2"):
         validate_manifest(manifest)
     with pytest.raises(PublishError, match="row layout 'blocks'"):
         publish_bundle(redis_client, ns, synthetic_bundle(5), row_layout="blocks")

@@ -114,6 +114,6 @@ def test_an_older_service_reads_a_manifest_with_fields_it_does_not_know(bundle):
 def test_a_manifest_of_an_unknown_format_is_refused_with_that_reason(bundle):
     from export.publish import make_manifest
 
-    raw = json.loads(make_manifest(bundle, "v9", "float32").to_json()) | {"format": 3}
-    with pytest.raises(ValueError, match="unsupported manifest format 3"):
+    raw = json.loads(make_manifest(bundle, "v9", "float32").to_json()) | {"format": 4}
+    with pytest.raises(ValueError, match="unsupported manifest format 4"):
         Manifest.from_json(json.dumps(raw))

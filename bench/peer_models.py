@@ -1,6 +1,7 @@
 """The contenders of `bench.peers` behind one interface, all fed the same built samples.
 
-- the project's DIN and BaseModel: `export.train`'s own model, optimiser and epoch loop;
+- the project's DIN and BaseModel: `export.train`'s own model, optimiser and epoch loop, and
+  its calibration on validation users once the epoch is chosen (`export.calibrate`);
 - DeepCTR-Torch 0.3.0's DIN, trained with its own `compile("adam", "binary_crossentropy")`
   and `fit`;
 - torch-rechub 0.9.0's DIN, trained with its own `CTRTrainer.train_one_epoch`.
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from core.schema import FeatureSchema, FieldSpec
+from export.calibrate import calibrate
 from export.job import TrainJob, model_config
 from export.samples import SPLITS, Batch, SampleSet
 from export.train import EVAL_BATCH, TrainConfig, new_model, predict, train_one_epoch
@@ -61,6 +63,10 @@ class Contender(Protocol):
     def fit_epoch(self, epoch: int) -> None: ...
 
     def predict(self, split: str) -> np.ndarray: ...
+
+    def finish(self) -> dict[str, float]:
+        """After the epoch is chosen: what the contender's own pipeline does next."""
+        ...
 
 
 @dataclass
@@ -141,6 +147,10 @@ class ProjectContender:
     def fit_epoch(self, epoch: int) -> None:
         train_one_epoch(self.module, self.optimizer, self.data.samples, self.config, epoch)
 
+    def finish(self) -> dict[str, float]:
+        """The project's trainer calibrates on the validation users (export.calibrate)."""
+        return calibrate(self.module, self.data.samples)
+
     def predict(self, split: str) -> np.ndarray:
         batch = self.data.batches[split]
         parts = [predict(self.module, batch.take(part)) for part in chunks(len(batch))]
@@ -202,6 +212,9 @@ class DeepCTRContender:
             self.module.fit(
                 self.data.columns("fit"), labels, batch_size=BATCH_SIZE, epochs=1, verbose=0
             )
+
+    def finish(self) -> dict[str, float]:
+        return {}  # the library has no calibration step
 
     def predict(self, split: str) -> np.ndarray:
         return self.module.predict(self.data.columns(split), batch_size=EVAL_BATCH).ravel()
@@ -284,6 +297,9 @@ class RechubContender:
             self.trainer.train_one_epoch(self.loader)
 
     @torch.no_grad()
+    def finish(self) -> dict[str, float]:
+        return {}  # the library has no calibration step
+
     def predict(self, split: str) -> np.ndarray:
         self.module.eval()
         columns = self.data.columns(split)

@@ -1,14 +1,17 @@
 """DIN and the BaseModel against the DIN of DeepCTR-Torch 0.3.0 and of torch-rechub 0.9.0, on
 the project's own MovieLens-100K samples and user split.
 
-    make bench-peers                   # or: python -m bench.peers   (about 35 min on 2 busy cores)
+    make bench-peers                   # or: python -m bench.peers   (about 25 min on 2 cores)
     python -m bench.peers --quick      # 150 users, 1 epoch: a smoke test
-    python -m bench.peers --epochs 4 --seeds 0,1,2 --models din,deepctr
+    python -m bench.peers --epochs 3 --seeds 0,1,2 --models din,deepctr
 
 The samples are built once by the project's pipeline (`prepare_samples`) and every model reads
 the same declared fields from them (see bench.peer_models). Each model trains on the fit users
-only, keeps the epoch with the best validation GAUC (validation users only, the project's rule),
-and is scored once, at that epoch, on the test users, with export.metrics. The models run one
+only for up to 8 epochs (the project's own budget), keeps the epoch with the best validation
+GAUC (validation users only, the project's rule), then runs what its own pipeline does next
+(the project's models: calibration on the same validation users; the peers: nothing), and is
+scored once on the test users, with export.metrics; the project's log loss before
+calibration is reported too. The models run one
 after another in this process with torch.set_num_threads(2) and batch size 128; "train s" is
 the wall time of the training epochs alone (no evaluation), so it moves with whatever else the
 machine runs. Writes bench/results/peers.json (peers-quick.json with --quick); needs the
@@ -45,7 +48,7 @@ PEERS = ("deepctr", "rechub")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", default="0,1", help="comma-separated, e.g. 0,1")
     parser.add_argument("--models", default=",".join(LABELS), help=f"subset of {list(LABELS)}")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_USERS} users, 1 epoch")
@@ -119,11 +122,15 @@ def run_one(key: str, seed: int, data: PeerData, job: TrainJob, epochs: int) -> 
                 copy.deepcopy(contender.module.state_dict()),
             )
     contender.module.load_state_dict(best_state)
+    before = score(contender, data, "test")
+    calibration = contender.finish()
     return {
         "seed": seed,
         "best_epoch": best["epoch"],
         "valid": {k: best[k] for k in METRICS},
-        "test": score(contender, data, "test"),
+        "test": score(contender, data, "test") if calibration else before,
+        "calibration": calibration,
+        "test_before_calibration": before,
         "train_seconds": sum(e["train_seconds"] for e in history),
         "epochs": history,
     }
@@ -135,6 +142,9 @@ def mean_of(runs: list[dict]) -> dict[str, float]:
     means["valid_gauc"] = float(np.mean([r["valid"]["gauc"] for r in runs]))
     means["gauc_spread"] = float(np.ptp([r["test"]["gauc"] for r in runs]))
     means["seeds"] = len(runs)
+    means["logloss_before_calibration"] = float(
+        np.mean([r["test_before_calibration"]["logloss"] for r in runs])
+    )
     return means
 
 
@@ -162,6 +172,8 @@ def compare(means: dict[str, dict[str, float]]) -> dict:
     din, base, deepctr = (means.get(LABELS[k]) for k in ("din", "base", "deepctr"))
     if din and peers:
         summary["din_minus_best_peer"] = gap(din, means[summary["best_peer"]["model"]])
+    if din:
+        summary["din_logloss_before_calibration"] = din["logloss_before_calibration"]
     if din and base:
         summary["din_minus_base"] = gap(din, base)
     if din and deepctr:
@@ -244,6 +256,11 @@ def summary_lines(summary: dict) -> list[str]:
     for key, label in (("din_minus_best_peer", "best peer"), ("din_minus_base", "BaseModel")):
         if key in summary:
             lines.append(f"DIN - {label}: {_gap(summary[key])}")
+    if "din_logloss_before_calibration" in summary:
+        lines.append(
+            "DIN test logloss before calibration (mean): "
+            f"{summary['din_logloss_before_calibration']:.4f}"
+        )
     if "train_seconds" in summary:
         t = summary["train_seconds"]
         lines.append(

@@ -41,6 +41,7 @@ class TrainJob:
     patience: int | None = 2  # chosen on validation users (docs/quality.md); 0 or None: never
     activation: str = "prelu"
     softmax: bool = False
+    calibrate: bool = True  # refit the logit on validation users (export/calibrate.py)
     data_dir: Path = DEFAULT_DATA_DIR
     baseline: bool = True  # also train the other model, for the report
     max_users: int | None = None
@@ -89,6 +90,7 @@ def train_all(job: TrainJob, samples: SampleSet, ranks: Ranks = Ranks()) -> dict
         weight_decay=job.weight_decay,
         mba_lambda=job.mba_lambda,
         patience=job.patience or None,
+        calibrate=job.calibrate,
         seed=job.seed,
         progress=job.progress,
     )
@@ -140,6 +142,7 @@ def served_metrics(results: dict[str, TrainResult], served: str) -> dict:
     metrics = {f"test_{k}": v for k, v in result.test.items()}
     metrics |= {f"valid_{k}": v for k, v in result.valid.items()}
     metrics |= {"best_epoch": result.best_epoch, "model": served}
+    metrics |= {f"calibration_{k}": v for k, v in result.calibration.items()}
     for label, other in results.items():
         if label != served:
             metrics |= {f"baseline_test_{k}": v for k, v in other.test.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,9 @@ from torch import nn
 
 from core import graph
 from core.schema import KINDS, FeatureSchema
+
+if TYPE_CHECKING:  # samples read Parquet; the model only needs a batch's arrays
+    from export.samples import Batch
 
 ACTIVATIONS = ("dice", "prelu")
 POOLINGS = ("attention", "sum")
@@ -322,6 +326,12 @@ class DIN(nn.Module):
         user = self.concat_fields("user", user_fields)  # (B, Du) or None
         ctx = self.concat_fields("context", context)  # (B, Dc) or None
         return self.dense.logits(cand, self.goods(hist), mask, user, ctx).squeeze(1)
+
+
+def to_tensors(batch: Batch) -> list[torch.Tensor]:
+    """The model's inputs: item, hist, hist_len, user_fields, context as int64 tensors."""
+    columns = (batch.item, batch.hist, batch.hist_len, batch.user_fields, batch.context)
+    return [torch.tensor(c, dtype=torch.long) for c in columns]  # a copy: batches are read-only
 
 
 class ServingGraph(nn.Module):

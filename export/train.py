@@ -1,4 +1,5 @@
-"""Train DIN or the BaseModel on built samples, keeping the epoch with the best validation GAUC.
+"""Train DIN or the BaseModel on built samples, keeping the epoch with the best validation GAUC,
+then calibrating its probabilities on the same validation users (export/calibrate.py).
 
 Batches stream from the samples' Parquet shards, so neither the log nor the samples need to fit
 in memory. The validation users are a seeded slice of the training users: model selection
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from export.calibrate import calibrate
 from export.metrics import evaluate_scores
-from export.model import DIN, DINConfig, attention_form
+from export.model import DIN, DINConfig, attention_form, to_tensors
 from export.samples import Batch, SampleSet
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class TrainConfig:
     mba_lambda: float = 0.0  # the paper's mini-batch aware L2 on embeddings; 0 = off
     lr_schedule: str = "constant"  # or "cosine": decays to 0 over the epochs
     patience: int | None = None  # stop after this many epochs without a better valid GAUC
+    calibrate: bool = True  # refit the logit's scale and shift on validation users (calibrate.py)
     seed: int = 0
     progress: bool = True
 
@@ -51,13 +54,8 @@ class TrainResult:
     best_epoch: int
     valid: dict[str, float]
     test: dict[str, float]
-    epochs: list[dict] = field(default_factory=list)
-
-
-def to_tensors(batch: Batch) -> list[torch.Tensor]:
-    """The model's inputs: item, hist, hist_len, user_fields, context as int64 tensors."""
-    columns = (batch.item, batch.hist, batch.hist_len, batch.user_fields, batch.context)
-    return [torch.tensor(c, dtype=torch.long) for c in columns]  # a copy: batches are read-only
+    epochs: list[dict] = field(default_factory=list)  # per epoch, before calibration
+    calibration: dict[str, float] = field(default_factory=dict)  # {"scale", "shift"}; {}: none
 
 
 @torch.no_grad()
@@ -131,7 +129,11 @@ def train_model(
         return TrainResult(model.eval(), 0, {}, {}, [])
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, best["epoch"], best["valid"], best["test"], history)
+    if not train_config.calibrate:
+        return TrainResult(model, best["epoch"], best["valid"], best["test"], history)
+    fitted = calibrate(model, samples)  # a refit of the logit on validation users
+    valid, test = evaluate(model, samples, "valid"), evaluate(model, samples, "test")
+    return TrainResult(model, best["epoch"], valid, test, history, fitted)
 
 
 def _patience_spent(config: TrainConfig, epoch: int, best_epoch: int) -> bool:

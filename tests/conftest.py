@@ -71,11 +71,12 @@ def samples(movielens_schema, tmp_path_factory):
     return build_samples(movielens_schema, folder, max_users=SLICE_USERS, progress=False)
 
 
-def train_tiny(samples, *, pooling="attention", seed=0, epochs=1, **config):
+def train_tiny(samples, *, pooling="attention", seed=0, epochs=1, calibrate=True, **config):
     torch.set_num_threads(1)
     sizes = {name: len(values) for name, values in samples.vocab.fields.items()}
     model_config = DINConfig(samples.schema, sizes, pooling=pooling, **config)
-    return train_model(samples, model_config, TrainConfig(epochs=epochs, seed=seed, progress=False))
+    train_config = TrainConfig(epochs=epochs, seed=seed, calibrate=calibrate, progress=False)
+    return train_model(samples, model_config, train_config)
 
 
 @pytest.fixture(scope="session")

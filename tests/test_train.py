@@ -9,12 +9,22 @@ from tests.conftest import train_tiny
 
 
 def test_training_reports_auc_gauc_logloss_and_keeps_best_epoch(samples):
-    result = train_tiny(samples, epochs=2)
-    assert len(result.epochs) == 2
+    result = train_tiny(samples, epochs=2, calibrate=False)
+    assert len(result.epochs) == 2 and result.calibration == {}
     best = max(result.epochs, key=lambda e: e["valid"]["gauc"])
     assert result.best_epoch == best["epoch"] and result.test == best["test"]
     assert 0.5 < result.test["auc"] < 1 and 0.5 < result.test["gauc"] < 1
     assert 0 < result.test["logloss"] < 1
+
+
+def test_calibration_lowers_the_validation_log_loss_and_keeps_the_ranking(samples):
+    result = train_tiny(samples, epochs=3)
+    best = next(e for e in result.epochs if e["epoch"] == result.best_epoch)
+    assert result.calibration["scale"] > 0 and result.calibration != {"scale": 1.0, "shift": 0.0}
+    assert result.valid["logloss"] < best["valid"]["logloss"]  # the fit's own objective
+    for split, metrics in (("valid", result.valid), ("test", result.test)):
+        for name in ("auc", "gauc"):
+            assert metrics[name] == pytest.approx(best[split][name], abs=1e-6)
 
 
 def test_training_is_seeded(samples):

@@ -296,10 +296,10 @@ class RechubContender:
         with quiet():
             self.trainer.train_one_epoch(self.loader)
 
-    @torch.no_grad()
     def finish(self) -> dict[str, float]:
         return {}  # the library has no calibration step
 
+    @torch.no_grad()
     def predict(self, split: str) -> np.ndarray:
         self.module.eval()
         columns = self.data.columns(split)

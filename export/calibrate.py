@@ -14,10 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.model import DIN, to_tensors
+from export.model import DIN, EVAL_BATCH, to_tensors
 from export.samples import SampleSet
 
-EVAL_BATCH = 4096
 # a stays within [1/4, 4]: a model with no signal on the validation users would otherwise
 # shrink every logit towards the base rate until float32 scores tie and the ranking is lost
 SCALE_RANGE = (0.25, 4.0)

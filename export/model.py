@@ -328,6 +328,9 @@ class DIN(nn.Module):
         return self.dense.logits(cand, self.goods(hist), mask, user, ctx).squeeze(1)
 
 
+EVAL_BATCH = 4096  # samples per forward pass when scoring a whole split
+
+
 def to_tensors(batch: Batch) -> list[torch.Tensor]:
     """The model's inputs: item, hist, hist_len, user_fields, context as int64 tensors."""
     columns = (batch.item, batch.hist, batch.hist_len, batch.user_fields, batch.context)

@@ -19,11 +19,10 @@ from tqdm import tqdm
 
 from export.calibrate import calibrate
 from export.metrics import evaluate_scores
-from export.model import DIN, DINConfig, attention_form, to_tensors
+from export.model import DIN, EVAL_BATCH, DINConfig, attention_form, to_tensors
 from export.samples import Batch, SampleSet
 
 log = logging.getLogger(__name__)
-EVAL_BATCH = 4096
 LR_SCHEDULES = ("constant", "cosine")
 
 

@@ -7,9 +7,9 @@ keys (default)  one string per row. One MGET reads a request's rows, about 0.1 �
                 time per row; each key costs about 100 bytes of Redis overhead, so a
                 float32 row of 44 values takes about 1.6× its raw bytes.
 buckets         hashes of about BUCKET_ROWS rows each (field = raw id, value = the row),
-                small enough for Redis's compact listpack encoding: about 1.15× raw bytes.
+                small enough for Redis's compact listpack encoding: about 1.2× raw bytes.
                 One EVAL reads a request's rows, one HGET per row inside Redis (about
-                1.5 µs each). The server must allow listpack values as wide as a row
+                2 µs each). The server must allow listpack values as wide as a row
                 (`hash-max-listpack-value`, 64 bytes by default); the exporter checks.
 
 On a cluster both read one slot at a time: the keys layout with one MGET per slot, the

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
-from tqdm import tqdm
 
 from core import keys
 from core.redis_conn import RedisClient
-from export.bulk import send_commands, send_overlapped
+from export.bulk import send_commands, write_batches
 from export.versions import PublishError
 
 BUCKET_BATCH_ROWS = 20_000
@@ -61,13 +60,8 @@ def write_buckets(
     lease: tuple[str, int] | None = None,
 ) -> None:
     """HSET every row into its bucket under a table's row prefix."""
-    renew = [("EXPIRE", *lease)] if lease else []
-    batches = (
-        (hsets + renew, rows) for hsets, rows in bucket_batches(prefix, plan, values, groups)
-    )
-    with tqdm(total=len(plan.ids), unit="row", disable=not progress, leave=False) as bar:
-        for rows in send_overlapped(client, batches):
-            bar.update(rows)
+    batches = bucket_batches(prefix, plan, values, groups)
+    write_batches(client, batches, len(plan.ids), progress=progress, lease=lease)
 
 
 def bucket_batches(
@@ -85,9 +79,11 @@ def bucket_batches(
             fields = [None] * (2 * (high - low))
             fields[0::2], fields[1::2] = ids[low:high], values[low:high]
             commands.append(("HSET", names[n], *fields))
-        if high - start >= BUCKET_BATCH_ROWS or (n == plan.count - 1 and commands):
+        if high - start >= BUCKET_BATCH_ROWS:
             yield commands, high - start
             commands, start = [], high
+    if commands:
+        yield commands, len(ids) - start
 
 
 def check_listpack_limits(client: RedisClient, value_bytes: int, rows_per_bucket: int) -> None:

@@ -13,8 +13,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import hiredis
+from tqdm import tqdm
 
 from core.redis_conn import RedisClient, is_cluster
+
+
+def write_batches(
+    client: RedisClient,
+    batches: Iterable[tuple[list[tuple], int]],
+    total: int,
+    *,
+    progress: bool = False,
+    lease: tuple[str, int] | None = None,
+) -> None:
+    """Sends (commands, rows) batches overlapped, renewing the writer's lease (key, seconds)
+    with each and counting rows on a progress bar."""
+    renew = [("EXPIRE", *lease)] if lease else []
+    with tqdm(total=total, unit="row", disable=not progress, leave=False) as bar:
+        for rows in send_overlapped(client, ((c + renew, n) for c, n in batches)):
+            bar.update(rows)
 
 
 def send_overlapped(

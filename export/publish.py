@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
 from core import graph, keys
 from core.manifest import (
@@ -33,7 +32,7 @@ from core.redis_conn import RedisClient, is_cluster
 from core.row_store import bucket_count
 from core.rows import encode_rows, row_nbytes
 from export.buckets import TablePlan, check_listpack_limits, verify_buckets, write_buckets
-from export.bulk import send_overlapped
+from export.bulk import write_batches
 from export.versions import PublishError, point_to, stored_probe_digest
 
 if TYPE_CHECKING:  # the bundle module imports torch; publishing a saved bundle does not need it
@@ -230,15 +229,11 @@ def write_rows(
 ) -> int:
     """MSETs of BATCH_ROWS keys, ROUND_TRIP_ROWS keys per round trip (export/bulk.py); on a
     cluster SETs, grouped per node. The lease is renewed with every round trip."""
-    renew = [("EXPIRE", *lease)] if lease else []
     spans = (slice(k, k + ROUND_TRIP_ROWS) for k in range(0, len(row_keys), ROUND_TRIP_ROWS))
     batches = (
-        (set_commands(client, row_keys[span], values[span]) + renew, len(row_keys[span]))
-        for span in spans
+        (set_commands(client, row_keys[span], values[span]), len(row_keys[span])) for span in spans
     )
-    with tqdm(total=len(row_keys), unit="row", disable=not progress, leave=False) as bar:
-        for rows in send_overlapped(client, batches):
-            bar.update(rows)
+    write_batches(client, batches, len(row_keys), progress=progress, lease=lease)
     return len(row_keys)
 
 

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.api import JsonEndpoint, handle_explain, handle_score, router, validation_failed
 from app.config import Settings
@@ -21,6 +22,38 @@ from app.logs import configure_logging
 from app.requests import build_request_models
 from app.state import build_state, close_state
 from app.ui import mount_ui
+
+
+POST_ROUTES = {
+    "/v1/score": handle_score,
+    "/v1/explain": handle_explain,
+    "/v1/events": handle_events,
+}  # plain ASGI endpoints (app/api.py JsonEndpoint), the request paths that carry the load
+
+
+class ServingApp(FastAPI):
+    """FastAPI, with the POST routes in POST_ROUTES answered before its router and middleware
+    stack. Those endpoints are plain ASGI already; going around the stack saves the router's
+    scan of every route and the middleware layers on each scoring request. They keep the one
+    middleware that applies to them (the body-size limit). Any other method or path is
+    FastAPI's as before; an unexpected exception reaches uvicorn, which answers 500 and logs
+    it, as FastAPI's error middleware would."""
+
+    def __init__(self, max_body_bytes: int, **options) -> None:
+        super().__init__(**options)
+        self.direct = {
+            path: BodySizeLimit(JsonEndpoint(handler), max_bytes=max_body_bytes)
+            for path, handler in POST_ROUTES.items()
+        }
+        for path, endpoint in self.direct.items():  # the same endpoints, for other methods
+            self.router.routes.append(Route(path, endpoint, methods=["POST"]))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.direct.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
+            return await super().__call__(scope, receive, send)
+        scope["app"] = self
+        await endpoint(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,12 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.batcher.stop()
             close_state(state)
 
-    app = FastAPI(title="DIN CTR serving", version="0.2.0", lifespan=lifespan)
+    app = ServingApp(
+        settings.max_body_bytes, title="DIN CTR serving", version="0.2.0", lifespan=lifespan
+    )
     app.include_router(router)
     mount_ui(app)
-    app.router.routes.append(Route("/v1/score", JsonEndpoint(handle_score), methods=["POST"]))
-    app.router.routes.append(Route("/v1/explain", JsonEndpoint(handle_explain), methods=["POST"]))
-    app.router.routes.append(Route("/v1/events", JsonEndpoint(handle_events), methods=["POST"]))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.openapi = OpenApiDocument(app, contract_routes(models))

@@ -132,6 +132,14 @@ def test_body_over_the_limit_is_413_before_parsing(client):
     assert "body_too_large" in problem(client, content=b"[" * 5000, status=413)
 
 
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/explain", "/v1/events"])
+def test_the_post_routes_answer_other_methods_with_405(client, path):
+    """The POST routes are answered ahead of the router (app/main.py ServingApp); any other
+    method still reaches the router, which names the allowed one."""
+    response = client.get(path)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
 def test_unicode_ids_are_fine(client):
     response = client.post("/v1/score", json={"user_id": "ü", "candidates": [{"item_id": "広告"}]})
     assert response.status_code == 200 and response.json()["unknown_ids"] == {

@@ -23,7 +23,6 @@ from app.requests import build_request_models
 from app.state import build_state, close_state
 from app.ui import mount_ui
 
-
 POST_ROUTES = {
     "/v1/score": handle_score,
     "/v1/explain": handle_explain,

@@ -46,6 +46,9 @@ GOALS = {
     "publish_buckets": Goal("bucket rows/s (HSET) / redis-benchmark SET -P 64", at_least=0.8),
     "cluster": Goal("request fetch p50, 3-master cluster (--row-groups 6) / one node", at_most=2),
     "cluster_untagged": Goal("request fetch p50, 3-master cluster (one key per row) / one node"),
+    "a_stack": Goal("HTTP floor p50 c=1 (uvicorn + session.run, worker thread) / session.run p50"),
+    "a_service": Goal("HTTP p50 c=1 / HTTP floor p50 c=1: what the service adds to the stack"),
+    "b_stack": Goal("HTTP floor cand/s c=8 / PyTorch eager cand/s, 8 callers: b's ceiling"),
     "b_vs_eager_c1": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 1 caller x 1 thread"),
     "floor_fastest": Goal("fastest session.run call / GEMM floor (less load-sensitive)"),
     "served_over_split": Goal("session.run p50 served / split graph (interleaved, T=50 C=100)"),
@@ -75,6 +78,11 @@ def ratios(results: dict) -> dict[str, float | None]:
         "publish_buckets": lambda r: r["publish"]["ratio_buckets"],
         "cluster": lambda r: r["cluster_fetch"]["ratio"],
         "cluster_untagged": lambda r: r["cluster_fetch"]["ratio_untagged"],
+        "a_stack": lambda r: _stack_p50(r) / _floor_p50(r),
+        "a_service": lambda r: _http_p50(r) / _stack_p50(r),
+        "b_stack": lambda r: (
+            _stack(r, "c8")["candidates_per_s"] / r["eager"]["candidates_per_s_c8"]
+        ),
         "b_vs_eager_c1": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c1"],
         "floor_fastest": lambda r: _floor_best(r) / r["floor"]["gemm_floor_ms"],
         "served_over_split": lambda r: r["floor"]["interleaved"]["served_over_split"],
@@ -103,6 +111,14 @@ def _http_p50(results: dict) -> float:
 
 def _http_c8_rate(results: dict) -> float:
     return _get(http_level(results, 8), "candidates_per_s")
+
+
+def _stack(results: dict, level: str) -> dict:
+    return results["http_floor"]["hop"][level]
+
+
+def _stack_p50(results: dict) -> float:
+    return _get(_stack(results, "c1")["latency"], "p50_ms")
 
 
 def _peer(results: dict) -> float | None:

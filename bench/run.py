@@ -5,8 +5,9 @@
 
 Writes bench/results/bench.json. Sections, in order: the model (the bundle's checkpoint, or
 one trained now), compute floor (session.run and the GEMM floor), PyTorch eager, the peer
-(DeepCTR-Torch predict), in-process path, stage breakdown, Redis fetch, HTTP end to end, Redis
-memory per row, bulk load, cluster fetch; then every ratio next to its goal, PASS or MISS.
+(DeepCTR-Torch predict), in-process path, stage breakdown, Redis fetch, HTTP end to end, the
+HTTP floor (uvicorn + session.run alone), Redis memory per row, bulk load, cluster fetch;
+then every ratio next to its goal, PASS or MISS.
 About 10 minutes on a 2-core machine (the HTTP section is half of it).
 """
 
@@ -27,6 +28,7 @@ from bench import (
     cluster_fetch,
     eager,
     floor,
+    http_floor,
     http_load,
     inprocess,
     peer_latency,
@@ -108,6 +110,9 @@ def run_all(publish_rows: int) -> dict:
             table=redis_bench.fetch_table,
         )
         s.run("http", http_load.run_http, stack, catalogue, table=http_load.http_table)
+    s.run(
+        "http_floor", http_floor.run_http_floor, bench, catalogue, table=http_floor.http_floor_table
+    )
     s.run("redis_memory", redis_bench.run_memory, dim, table=redis_bench.memory_table)
     s.run("publish", publish.run_publish, publish_rows, dim, table=publish.publish_table)
     s.run(

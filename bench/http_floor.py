@@ -69,7 +69,7 @@ def time_levels(port: int, bodies: list[bytes]) -> dict[str, dict]:
                     raise RuntimeError(f"the floor app answered {errors} errors")
                 runs.append(latencies)
                 rates.append(len(latencies) / seconds)
-            levels[concurrency] = {
+            levels[f"c{concurrency}"] = {
                 "latency": summarise(runs),
                 "candidates_per_s": median(rates) * C,
             }

@@ -77,8 +77,12 @@ def wanted_rows(lookup: Lookup) -> tuple[dict[str, list[str]], dict[str, np.ndar
 
 
 def distinct(values: list[str]) -> tuple[list[str], np.ndarray]:
-    unique, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
-    return unique.tolist(), inverse
+    """The distinct values in first-seen order, and each value's index among them: a dict
+    pass, half the time of np.unique's sort of a string array (and less time holding the
+    GIL, which the other requests' threads wait on)."""
+    index: dict[str, int] = {}
+    inverse = np.fromiter((index.setdefault(v, len(index)) for v in values), np.intp, len(values))
+    return list(index), inverse
 
 
 def gather_inputs(

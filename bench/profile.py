@@ -1,12 +1,13 @@
 """Where one HTTP request's time goes inside the service, from a sampling profile.
 
-Starts the real uvicorn service, sends requests one at a time (concurrency 1, T=50, C=100)
+Starts the real uvicorn service, sends requests one at a time (concurrency 1, T=50, C=100;
+`--concurrency N` keeps N in flight)
 and samples every thread of the service with py-spy; the samples are grouped into stages
 (HTTP protocol, framework, parse + validate, thread hop, row fetch, Redis client, inference,
 serialisation) and written with the hottest frames to bench/results/profile.txt. Without
 py-spy, pyinstrument profiles the event-loop thread only (not the worker threads).
 
-    python -m bench.profile [--requests 4000]     # py-spy: pip install py-spy
+    python -m bench.profile [--requests 4000] [--concurrency 1]   # py-spy: pip install py-spy
 """
 
 from __future__ import annotations
@@ -107,24 +108,25 @@ def report(stages: Counter, leaves: Counter, per_request_s: float, header: list[
 STAGE_NAMES = {name for name, _ in STAGES} | {"other"}
 
 
-def drive(service, bodies: list[bytes], n: int) -> list[str]:
-    """n requests at c=1; lines with the client's latency and the service's stage means."""
+def drive(service, bodies: list[bytes], n: int, concurrency: int) -> list[str]:
+    """n requests over `concurrency` connections; lines with the client's latency and the
+    service's stage means."""
     requests = [raw_request(service.port, body) for body in bodies]
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(one_run(service.port, requests, 1, 200))
+        runner.run(one_run(service.port, requests, concurrency, 200))
         before = stage_totals(service.url)
-        latencies, seconds, errors = runner.run(one_run(service.port, requests, 1, n))
+        latencies, seconds, errors = runner.run(one_run(service.port, requests, concurrency, n))
         stages = stage_means_ms(before, stage_totals(service.url))
     latency = summarise([latencies])
     means = ", ".join(f"{stage} {ms(value)}" for stage, value in sorted(stages.items()))
     return [
-        f"{n} requests at c=1 while profiled: client p50 {ms(latency.p50_ms)} ms, "
+        f"{n} requests at c={concurrency} while profiled: client p50 {ms(latency.p50_ms)} ms, "
         f"p99 {ms(latency.p99_ms)} ms, {n / seconds:.0f} req/s, {errors} errors",
         f"the service's own stage means (ms, /metrics): {means}",
     ]
 
 
-def profile_with_py_spy(spy: str, stack, bodies: list[bytes], n: int) -> str:
+def profile_with_py_spy(spy: str, stack, bodies: list[bytes], n: int, concurrency: int) -> str:
     raw_path = RESULTS_DIR / "profile-raw.txt"
     raw_path.unlink(missing_ok=True)
     log_path = RESULTS_DIR / "uvicorn-profile.log"
@@ -134,7 +136,7 @@ def profile_with_py_spy(spy: str, stack, bodies: list[bytes], n: int) -> str:
         sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # let py-spy attach before the timed requests
         started = time.perf_counter()
-        measured = drive(service, bodies, n)
+        measured = drive(service, bodies, n, concurrency)
         seconds = time.perf_counter() - started
         sampler.send_signal(signal.SIGINT)
         _, err = sampler.communicate(timeout=60)
@@ -150,12 +152,12 @@ def profile_with_py_spy(spy: str, stack, bodies: list[bytes], n: int) -> str:
     return report(stages, leaves, seconds / ticks / n, header)
 
 
-def profile_with_pyinstrument(stack, bodies: list[bytes], n: int) -> str:
+def profile_with_pyinstrument(stack, bodies: list[bytes], n: int, concurrency: int) -> str:
     out = RESULTS_DIR / "profile-pyinstrument.txt"
     python = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(out)]
     log_path = RESULTS_DIR / "uvicorn-profile.log"
     with running_service(stack.server.url, stack.ns, log_path, python=python) as service:
-        measured = drive(service, bodies, n)
+        measured = drive(service, bodies, n, concurrency)
     note = "pyinstrument: the event-loop thread only (worker threads are not sampled)"
     return "\n".join([note, *measured, out.read_text()])
 
@@ -163,6 +165,7 @@ def profile_with_pyinstrument(stack, bodies: list[bytes], n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=1, help="keep-alive connections")
     args = parser.parse_args()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     bench = load_bench_model()
@@ -170,9 +173,9 @@ def main() -> None:
     with published_stack(bench) as stack:
         spy = py_spy()
         if spy:
-            text = profile_with_py_spy(spy, stack, bodies, args.requests)
+            text = profile_with_py_spy(spy, stack, bodies, args.requests, args.concurrency)
         else:
-            text = profile_with_pyinstrument(stack, bodies, args.requests)
+            text = profile_with_pyinstrument(stack, bodies, args.requests, args.concurrency)
     (RESULTS_DIR / "profile.txt").write_text(text + "\n")
     print(text)
 

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -55,6 +57,21 @@ def start_floor_app(folder: Path, mode: str) -> tuple[subprocess.Popen, int]:
     raise RuntimeError(f"the floor app ({mode}) did not start")
 
 
+@contextmanager
+def floor_app(bench: BenchModel, mode: str = "hop") -> Iterator[int]:
+    """The floor app serving the bench model's served graph; yields its port."""
+    session = create_session(bench.graphs["served"], "cpu", threads=1)
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as workdir:
+        folder = Path(workdir)
+        (folder / "graph.onnx").write_bytes(bench.graphs["served"])
+        np.savez(folder / "feeds.npz", **ready_feeds(bench, session, 50, C))
+        process, port = start_floor_app(folder, mode)
+        try:
+            yield port
+        finally:
+            stop_process(process, timeout_s=10)
+
+
 def time_levels(port: int, bodies: list[bytes]) -> dict[str, dict]:
     requests = [raw_request(port, body) for body in bodies]
     levels = {}
@@ -78,18 +95,10 @@ def time_levels(port: int, bodies: list[bytes]) -> dict[str, dict]:
 
 def run_http_floor(bench: BenchModel, catalogue: Catalogue) -> dict:
     bodies = [score_body(slate) for slate in random_slates(catalogue, N_PAYLOADS, seed=4)]
-    session = create_session(bench.graphs["served"], "cpu", threads=1)
-    with tempfile.TemporaryDirectory(prefix="bench-floor-") as workdir:
-        folder = Path(workdir)
-        (folder / "graph.onnx").write_bytes(bench.graphs["served"])
-        np.savez(folder / "feeds.npz", **ready_feeds(bench, session, 50, C))
-        result = {}
-        for mode in MODES:
-            process, port = start_floor_app(folder, mode)
-            try:
-                result[mode] = time_levels(port, bodies)
-            finally:
-                stop_process(process, timeout_s=10)
+    result = {}
+    for mode in MODES:
+        with floor_app(bench, mode) as port:
+            result[mode] = time_levels(port, bodies)
     return result
 
 

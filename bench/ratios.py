@@ -35,10 +35,16 @@ class Goal:
 
 
 GOALS = {
-    "a": Goal("HTTP p50 c=1 / session.run p50 (served graph, T=50 C=100)", at_most=1.3),
+    "a": Goal(
+        "HTTP p50 c=1 / session.run p50, side by side (served graph, T=50 C=100)", at_most=1.3
+    ),
     "b": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 8 callers x 1 thread", at_least=3),
     "floor": Goal("session.run p50 / GEMM floor at measured matmul rate", at_most=3),
-    "peer": Goal("HTTP p50 c=1 / DeepCTR-Torch 0.3.0 DIN predict() p50", at_most=0.33),
+    "peer": Goal(
+        "HTTP p50 c=1 / DeepCTR-Torch 0.3.0 DIN predict() p50, side by side", at_most=0.33
+    ),
+    "a_apart": Goal("a from the HTTP and floor sections, timed minutes apart"),
+    "peer_apart": Goal("peer from the HTTP and peer sections, timed minutes apart"),
     "memory": Goal("Redis bytes per fp32 item row, --row-layout buckets / raw", at_most=1.2),
     "memory_keys": Goal("Redis bytes per fp32 item row, one key per row (default) / raw"),
     "fetch_buckets": Goal("request fetch p50, buckets (one EVAL) / keys (one MGET), cache off"),
@@ -46,8 +52,8 @@ GOALS = {
     "publish_buckets": Goal("bucket rows/s (HSET) / redis-benchmark SET -P 64", at_least=0.8),
     "cluster": Goal("request fetch p50, 3-master cluster (--row-groups 6) / one node", at_most=2),
     "cluster_untagged": Goal("request fetch p50, 3-master cluster (one key per row) / one node"),
-    "a_stack": Goal("HTTP floor p50 c=1 (uvicorn + session.run, worker thread) / session.run p50"),
-    "a_service": Goal("HTTP p50 c=1 / HTTP floor p50 c=1: what the service adds to the stack"),
+    "a_stack": Goal("HTTP floor app p50 c=1 / session.run p50, side by side: the stack's share"),
+    "a_service": Goal("HTTP p50 c=1 / HTTP floor app p50 c=1, side by side: the service's own"),
     "b_stack": Goal("HTTP floor cand/s c=8 / PyTorch eager cand/s, 8 callers: b's ceiling"),
     "b_vs_eager_c1": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 1 caller x 1 thread"),
     "floor_fastest": Goal("fastest session.run call / GEMM floor (less load-sensitive)"),
@@ -67,10 +73,12 @@ def http_level(results: dict, concurrency: int):
 def ratios(results: dict) -> dict[str, float | None]:
     """Every ratio whose sections ran; None where a section was skipped."""
     formulas: dict[str, Callable[[dict], float | None]] = {
-        "a": lambda r: _http_p50(r) / _floor_p50(r),
+        "a": lambda r: _paired(r, "a"),
         "b": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c8"],
         "floor": lambda r: r["floor"]["over_gemm_floor"],
-        "peer": lambda r: _peer(r),
+        "peer": lambda r: _paired(r, "peer"),
+        "a_apart": lambda r: _http_p50(r) / _floor_p50(r),
+        "peer_apart": lambda r: _peer(r),
         "memory": lambda r: memory_ratio(r["redis_memory"], "buckets"),
         "memory_keys": lambda r: memory_ratio(r["redis_memory"], "keys"),
         "fetch_buckets": lambda r: r["redis_fetch"]["buckets_over_keys"],
@@ -78,8 +86,8 @@ def ratios(results: dict) -> dict[str, float | None]:
         "publish_buckets": lambda r: r["publish"]["ratio_buckets"],
         "cluster": lambda r: r["cluster_fetch"]["ratio"],
         "cluster_untagged": lambda r: r["cluster_fetch"]["ratio_untagged"],
-        "a_stack": lambda r: _stack_p50(r) / _floor_p50(r),
-        "a_service": lambda r: _http_p50(r) / _stack_p50(r),
+        "a_stack": lambda r: _paired(r, "a_stack"),
+        "a_service": lambda r: _paired(r, "a_service"),
         "b_stack": lambda r: (
             _stack(r, "c8")["candidates_per_s"] / r["eager"]["candidates_per_s_c8"]
         ),
@@ -117,8 +125,9 @@ def _stack(results: dict, level: str) -> dict:
     return results["http_floor"]["hop"][level]
 
 
-def _stack_p50(results: dict) -> float:
-    return _get(_stack(results, "c1")["latency"], "p50_ms")
+def _paired(results: dict, name: str) -> float | None:
+    found = results["paired"]["ratios"].get(name)
+    return None if found is None else found["median"]
 
 
 def _peer(results: dict) -> float | None:

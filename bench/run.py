@@ -6,7 +6,8 @@
 Writes bench/results/bench.json. Sections, in order: the model (the bundle's checkpoint, or
 one trained now), compute floor (session.run and the GEMM floor), PyTorch eager, the peer
 (DeepCTR-Torch predict), in-process path, stage breakdown, Redis fetch, HTTP end to end, the
-HTTP floor (uvicorn + session.run alone), Redis memory per row, bulk load, cluster fetch;
+concurrency-1 ratios side by side, the HTTP floor (uvicorn + session.run alone), Redis memory
+per row, bulk load, cluster fetch;
 then every ratio next to its goal, PASS or MISS.
 About 10 minutes on a 2-core machine (the HTTP section is half of it).
 """
@@ -31,6 +32,7 @@ from bench import (
     http_floor,
     http_load,
     inprocess,
+    paired,
     peer_latency,
     publish,
     redis_bench,
@@ -110,6 +112,16 @@ def run_all(publish_rows: int) -> dict:
             table=redis_bench.fetch_table,
         )
         s.run("http", http_load.run_http, stack, catalogue, table=http_load.http_table)
+        peer_threads = _peer_threads(s.results["peer"])
+        s.run(
+            "paired",
+            paired.run_paired,
+            stack,
+            bench,
+            catalogue,
+            peer_threads,
+            table=paired.paired_table,
+        )
     s.run(
         "http_floor", http_floor.run_http_floor, bench, catalogue, table=http_floor.http_floor_table
     )
@@ -124,6 +136,11 @@ def run_all(publish_rows: int) -> dict:
     s.results["ratios"] = ratios(s.results)
     print_ratios(s.results["ratios"], notes(s.results))
     return s.results | {"seconds": s.seconds, "load_average_after": s.load}
+
+
+def _peer_threads(peer: dict) -> int | None:
+    """The thread count of the peer's faster predict() ("2 threads" -> 2); None if skipped."""
+    return None if "skipped" in peer else int(peer["reference"].split()[0])
 
 
 def notes(results: dict) -> list[str]:

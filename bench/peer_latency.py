@@ -6,8 +6,9 @@ their embedding widths, the library's defaults: attention (64, 16) with Dice, DN
 with the bundle's vocabulary sizes; its weights are untrained, which does not change the time.
 The input is what predict() takes: one row per candidate, each with the user's 50 behaviours,
 profile and context. Timed with torch's default threads and with one; the faster is the
-reference. Needs deepctr-torch (`pip install deepctr-torch==0.3.0 --no-deps`); without it the
-section reports why it was skipped.
+reference. Its throughput with 8 callers of one thread each is ratio (b)'s reference.
+Needs deepctr-torch (`pip install deepctr-torch==0.3.0 --no-deps`); without it the section
+reports why it was skipped.
 
     python -m bench.peer_latency
 """
@@ -19,8 +20,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from bench.common import Latency, ms, time_calls
-from bench.eager import DEFAULT_THREADS
+from bench.common import Latency, ms, rate, time_calls
+from bench.eager import CONCURRENCY, DEFAULT_THREADS, concurrent_rate
 from bench.model import BenchModel, Indices, random_indices
 from bench.workload import C, T
 from core import keys
@@ -81,30 +82,44 @@ def run_peer(bench: BenchModel) -> dict:
         return {"skipped": f"DeepCTR-Torch is not installed ({error})"}
     inputs = predict_inputs(bench, random_indices(bench.bundle, T, C, seed=3))
     timed: dict[str, Latency] = {}
+
+    def predict():
+        return model.predict(inputs, PREDICT_BATCH)
+
     try:
         for threads in sorted({DEFAULT_THREADS, 1}, reverse=True):
             torch.set_num_threads(threads)
-            timed[f"{threads} thread{'s' * (threads > 1)}"] = time_calls(
-                lambda: model.predict(inputs, PREDICT_BATCH)
-            )
+            timed[f"{threads} thread{'s' * (threads > 1)}"] = time_calls(predict)
     finally:
         torch.set_num_threads(1)
     best = min(timed, key=lambda k: timed[k].p50_ms)
-    return {"predict": timed, "reference": best, "reference_p50_ms": timed[best].p50_ms}
+    return {
+        "predict": timed,
+        "reference": best,
+        "reference_p50_ms": timed[best].p50_ms,
+        "candidates_per_s_c8": C * concurrent_rate(predict),  # 8 callers, 1 thread each
+    }
 
 
 def peer_rows(result: dict) -> list[list[str]]:
     if "skipped" in result:
-        return [[f"skipped: {result['skipped']}", "-", "-"]]
-    return [
-        [f"DeepCTR-Torch 0.3.0 DIN.predict(), {label}", ms(lat.p50_ms), ms(lat.p99_ms)]
+        return [[f"skipped: {result['skipped']}", "-", "-", "-"]]
+    rows = [
+        [
+            f"DeepCTR-Torch 0.3.0 DIN.predict(), {label}",
+            ms(lat.p50_ms),
+            ms(lat.p99_ms),
+            rate(C / lat.p50_ms * 1e3),
+        ]
         for label, lat in result["predict"].items()
     ]
+    callers = f"DeepCTR-Torch 0.3.0 DIN.predict(), 1 thread, {CONCURRENCY} callers"
+    return [*rows, [callers, "-", "-", rate(result["candidates_per_s_c8"])]]
 
 
 def peer_table(result: dict) -> tuple:
     title = f"The peer: DeepCTR-Torch DIN predict() on one request, T={T} C={C}"
-    return title, ["", "p50 ms", "p99 ms"], peer_rows(result)
+    return title, ["", "p50 ms", "p99 ms", "cand/s"], peer_rows(result)
 
 
 if __name__ == "__main__":

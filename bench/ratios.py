@@ -38,7 +38,8 @@ GOALS = {
     "a": Goal(
         "HTTP p50 c=1 / session.run p50, side by side (served graph, T=50 C=100)", at_most=1.3
     ),
-    "b": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 8 callers x 1 thread", at_least=3),
+    "b": Goal("HTTP cand/s c=8 / DeepCTR-Torch predict() cand/s, 8 callers x 1 thread", at_least=3),
+    "b_own_eager": Goal("HTTP cand/s c=8 / this model in PyTorch eager, 8 callers x 1 thread"),
     "floor": Goal("session.run p50 / GEMM floor at measured matmul rate", at_most=3),
     "peer": Goal(
         "HTTP p50 c=1 / DeepCTR-Torch 0.3.0 DIN predict() p50, side by side", at_most=0.33
@@ -54,7 +55,7 @@ GOALS = {
     "cluster_untagged": Goal("request fetch p50, 3-master cluster (one key per row) / one node"),
     "a_stack": Goal("HTTP floor app p50 c=1 / session.run p50, side by side: the stack's share"),
     "a_service": Goal("HTTP p50 c=1 / HTTP floor app p50 c=1, side by side: the service's own"),
-    "b_stack": Goal("HTTP floor cand/s c=8 / PyTorch eager cand/s, 8 callers: b's ceiling"),
+    "b_stack": Goal("HTTP floor app cand/s c=8 / DeepCTR-Torch, 8 callers: b's ceiling"),
     "b_vs_eager_c1": Goal("HTTP cand/s c=8 / PyTorch eager cand/s, 1 caller x 1 thread"),
     "floor_fastest": Goal("fastest session.run call / GEMM floor (less load-sensitive)"),
     "served_over_split": Goal("session.run p50 served / split graph (interleaved, T=50 C=100)"),
@@ -74,7 +75,8 @@ def ratios(results: dict) -> dict[str, float | None]:
     """Every ratio whose sections ran; None where a section was skipped."""
     formulas: dict[str, Callable[[dict], float | None]] = {
         "a": lambda r: _paired(r, "a"),
-        "b": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c8"],
+        "b": lambda r: _over_peer_c8(r, _http_c8_rate(r)),
+        "b_own_eager": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c8"],
         "floor": lambda r: r["floor"]["over_gemm_floor"],
         "peer": lambda r: _paired(r, "peer"),
         "a_apart": lambda r: _http_p50(r) / _floor_p50(r),
@@ -88,9 +90,7 @@ def ratios(results: dict) -> dict[str, float | None]:
         "cluster_untagged": lambda r: r["cluster_fetch"]["ratio_untagged"],
         "a_stack": lambda r: _paired(r, "a_stack"),
         "a_service": lambda r: _paired(r, "a_service"),
-        "b_stack": lambda r: (
-            _stack(r, "c8")["candidates_per_s"] / r["eager"]["candidates_per_s_c8"]
-        ),
+        "b_stack": lambda r: _over_peer_c8(r, _stack(r, "c8")["candidates_per_s"]),
         "b_vs_eager_c1": lambda r: _http_c8_rate(r) / r["eager"]["candidates_per_s_c1"],
         "floor_fastest": lambda r: _floor_best(r) / r["floor"]["gemm_floor_ms"],
         "served_over_split": lambda r: r["floor"]["interleaved"]["served_over_split"],
@@ -123,6 +123,11 @@ def _http_c8_rate(results: dict) -> float:
 
 def _stack(results: dict, level: str) -> dict:
     return results["http_floor"]["hop"][level]
+
+
+def _over_peer_c8(results: dict, candidates_per_s: float) -> float | None:
+    peer = results["peer"]
+    return None if "skipped" in peer else candidates_per_s / peer["candidates_per_s_c8"]
 
 
 def _paired(results: dict, name: str) -> float | None:

@@ -6,7 +6,9 @@ service does: one MGET on one node, one MGET per slot pipelined in one round tri
 on the cluster (redis-py's mget_nonatomic). On the cluster it is published twice more, with
 rows hash-tagged into ROW_GROUPS slot groups (`--row-groups`), so that a request touches at
 most that many slots. Timed like every other figure (median over repeats of each repeat's
-p50). The ratio reported is the cluster with RECOMMENDED_GROUPS against one node.
+p50), with the one node and the cluster layouts taking turns in each of 7 rounds, so that
+the VM's drift does not fall between them. The ratio reported is the cluster with
+RECOMMENDED_GROUPS against one node.
 
     python -m bench.cluster_fetch
 
@@ -20,7 +22,7 @@ from contextlib import ExitStack
 from app.bundle import load_version
 from app.cache import RowCache
 from app.features import RowFetcher
-from bench.common import Latency, ms, time_calls, write_json
+from bench.common import Latency, interleaved, ms, write_json
 from bench.redis_bench import all_keys, request_rows
 from bench.report import print_table
 from bench.servers import redis_binaries
@@ -33,17 +35,19 @@ from export.publish import publish_bundle
 NAMESPACE = "bench"
 ROW_GROUPS = (6, 12)  # two and four slots per master of three
 RECOMMENDED_GROUPS = 6
+ROUND_CALLS = 60  # per layout and round; the rounds alternate the layouts
 
 
-def fetch_latency(client, bundle: Bundle, catalogue: Catalogue, row_groups: int = 0) -> dict:
-    """fetch_tables of one request's rows, and how many keys, slots and nodes it read."""
+def prepare_fetch(client, bundle: Bundle, catalogue: Catalogue, row_groups: int = 0):
+    """(fetch_tables of one request's rows as a call, how many keys, slots and nodes it
+    reads), on the bundle published with `row_groups`."""
     published = publish_bundle(client, NAMESPACE, bundle, row_groups=row_groups, progress=False)
     loaded = load_version(client, NAMESPACE, published.version, "cpu", 1)
     fetcher = RowFetcher(client, NAMESPACE, RowCache(0))
     wanted = request_rows(score_request(random_slates(catalogue, 1, seed=2)[0]), loaded)
     row_keys = all_keys(NAMESPACE, published.version, wanted, row_groups)
-    latency = time_calls(lambda: fetcher.fetch_tables(loaded, wanted))
-    return {"latency": latency, "row_groups": row_groups, **layout_of(client, row_keys)}
+    layout = {"row_groups": row_groups, **layout_of(client, row_keys)}
+    return (lambda: fetcher.fetch_tables(loaded, wanted)), layout
 
 
 def layout_of(client, row_keys: list[str]) -> dict:
@@ -64,10 +68,13 @@ def run_cluster_fetch(bundle: Bundle) -> dict:
         stack.callback(cluster.stop)
         one = stack.enter_context(connect_redis(single.url, timeout_s=30.0))
         many = stack.enter_context(connect_redis(cluster.url, cluster=True, timeout_s=30.0))
-        single_fetch = fetch_latency(one, bundle, catalogue)
-        layouts = {
-            groups: fetch_latency(many, bundle, catalogue, groups) for groups in (0, *ROW_GROUPS)
-        }
+        prepared = {"single": prepare_fetch(one, bundle, catalogue)}
+        for groups in (0, *ROW_GROUPS):
+            prepared[groups] = prepare_fetch(many, bundle, catalogue, groups)
+        timed = interleaved({name: call for name, (call, _) in prepared.items()}, n=ROUND_CALLS)
+    entries = {name: {"latency": timed[name], **layout} for name, (_, layout) in prepared.items()}
+    single_fetch = entries.pop("single")
+    layouts = entries
     recommended = layouts[RECOMMENDED_GROUPS]["latency"]
     return {
         "redis_server": binary.version,

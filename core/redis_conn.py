@@ -11,6 +11,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+from core.slot_reads import read_per_slot
+
 RedisClient = redis.Redis | RedisCluster
 # Everything a Redis call can raise when Redis is down, slow or reshaping; on a cluster
 # redis-py also raises RedisClusterException, which is not a RedisError.
@@ -48,11 +50,17 @@ def is_cluster(client: RedisClient) -> bool:
 
 
 def get_many(client: RedisClient, names: list[str]) -> list[bytes | None]:
-    """GET of many keys in one round trip (one MGET per slot, pipelined per node, on a
-    cluster); none asked, none sent."""
+    """GET of many keys in one round trip (on a cluster one MGET per slot, every node
+    written to before any reply is read); none asked, none sent."""
     if not names:
         return []
-    return client.mget_nonatomic(names) if is_cluster(client) else client.mget(names)
+    if not is_cluster(client):
+        return client.mget(names)
+
+    def mget(positions: list[int]) -> tuple:
+        return ("MGET", *[names[p] for p in positions])
+
+    return read_per_slot(client, names, mget, lambda: client.mget_nonatomic(names))
 
 
 def read_password(

@@ -13,12 +13,13 @@ buckets         hashes of about BUCKET_ROWS rows each (field = raw id, value = t
                 (`hash-max-listpack-value`, 64 bytes by default); the exporter checks.
 
 On a cluster both read one slot at a time: the keys layout with one MGET per slot, the
-buckets layout with one EVAL per slot, pipelined into one round trip per node. With
---row-groups G a request touches at most G slots.
+buckets layout with one EVAL per slot, every node written to before any reply is read
+(core/slot_reads.py). With --row-groups G a request touches at most G slots.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 
@@ -27,6 +28,7 @@ from redis.crc import key_slot
 from core import keys
 from core.manifest import Manifest, probe_digest
 from core.redis_conn import RedisClient, get_many, is_cluster
+from core.slot_reads import read_per_slot
 
 LAYOUTS = ("keys", "buckets")
 BUCKET_ROWS = 32  # mean rows per bucket: far below listpack's default 128 entries
@@ -66,7 +68,18 @@ def read_rows(
 
 
 def gather_per_slot(client: RedisClient, row_keys: list[str], ids: list[str]) -> list:
-    """One EVAL per hash slot (a script may only touch one), pipelined per node."""
+    """One EVAL per hash slot (a script may only touch one), one round trip per node."""
+
+    def gather(positions: list[int]) -> tuple:
+        keys_here = [row_keys[p] for p in positions]
+        return ("EVAL", GATHER_LUA, len(positions), *keys_here, *[ids[p] for p in positions])
+
+    fallback = functools.partial(gather_through_pipeline, client, row_keys, ids)
+    return read_per_slot(client, row_keys, gather, fallback)
+
+
+def gather_through_pipeline(client: RedisClient, row_keys: list[str], ids: list[str]) -> list:
+    """The same through redis-py's cluster pipeline, which follows MOVED and ASK."""
     slots: dict[int, list[int]] = defaultdict(list)
     for position, key in enumerate(row_keys):
         slots[key_slot(key.encode())].append(position)

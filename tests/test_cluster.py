@@ -11,7 +11,9 @@ from app.bundle import load_version
 from app.cache import RowCache
 from app.features import RowFetcher
 from core import keys
+from core.redis_conn import connect_redis
 from core.rows import encode_rows
+from core.slot_reads import slot_of
 from export import gc
 from export.live import load_from_samples
 from export.publish import publish_bundle
@@ -113,6 +115,35 @@ def test_cluster_fetch_sends_one_call_per_slot_to_the_owning_node(
         calls = node.client().info("commandstats")
         assert calls.get(f"cmdstat_{command}", {}).get("calls", 0) == expected[node.port]
         assert "cmdstat_get" not in calls
+
+
+@pytest.mark.parametrize("layout", ["keys", "buckets"])
+def test_a_fetch_on_a_stale_slot_map_follows_the_redirect(cluster, cluster_client, ns, layout):
+    """A slot the client places on the wrong node (as after a resharding) answers MOVED; the
+    fetch is then done through redis-py's path, which follows it and corrects the map."""
+    small = synthetic_bundle(400)
+    manifest = publish_bundle(
+        cluster_client, ns, small, row_groups=6, row_layout=layout, progress=False
+    )
+    stale = connect_redis(cluster.url, cluster=True, timeout_s=5.0)
+    try:
+        loaded = load_version(stale, ns, manifest.version, "cpu", 1)
+        ids = [str(i) for i in small.tables["item"].ids[:150]]
+        buckets = manifest.tables["item"].buckets
+        row_keys = keys.row_keys(ns, manifest.version, "item", ids, 6, buckets)
+        slot = slot_of(row_keys[0])
+        owner = stale.nodes_manager.get_node_from_slot(slot)
+        wrong = next(node for node in stale.get_primaries() if node.name != owner.name)
+        stale.nodes_manager.slots_cache[slot] = [wrong]
+        fetcher = RowFetcher(stale, ns, RowCache(0))
+        expected = encode_rows(small.tables["item"].rows[:150], "float32")
+        assert fetcher.fetch_tables(loaded, {"item": ids})[0]["item"] == expected
+        assert stale.nodes_manager.get_node_from_slot(slot).name == owner.name
+        # the connections that held unread replies were dropped, not reused
+        for _ in range(3):
+            assert fetcher.fetch_tables(loaded, {"item": ids[::-1]})[0]["item"] == expected[::-1]
+    finally:
+        stale.close()
 
 
 def slots_per_node(client, row_keys: list[str]) -> dict[int, int]:

@@ -2,6 +2,7 @@ import pytest
 from redis.crc import key_slot
 
 from core import keys
+from core.slot_reads import slot_of
 
 
 def test_key_builders_give_exact_strings():
@@ -74,3 +75,22 @@ def test_user_keys_tag_the_whole_id_so_they_share_one_slot(user_id, tag):
 def test_ids_that_differ_get_different_user_keys():
     ids = ["a}b", "a%7Db", "a%257Db", "a}", "a%", "a"]
     assert len({keys.history_key("din", i) for i in ids}) == len(ids)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain",
+        "din:v1:item:{r3}:42",
+        "din:v1:item:{r3.1}:b:7",
+        "x{}y{z}",
+        "x{y",
+        "x}y{z}",
+        "{{a}}",
+        "a{b}c{d}",
+        "é{ü}",
+        "din:user:{u%7D1}:h",
+    ],
+)
+def test_slot_of_agrees_with_redis_on_every_key_shape(name):
+    assert slot_of(name) == key_slot(name.encode())

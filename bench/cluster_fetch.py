@@ -2,8 +2,8 @@
 
 The benchmark's bundle is published to both; RowFetcher.fetch_tables then reads every row of
 one request (C=100 candidates, T=50 behaviours, one row per user and context field), as the
-service does: one MGET on one node, one MGET per slot pipelined in one round trip per node
-on the cluster (redis-py's mget_nonatomic). On the cluster it is published twice more, with
+service does: one MGET on one node, one MGET per slot on the cluster, in one overlapped
+round trip per node (core/slot_reads.py). On the cluster it is published twice more, with
 rows hash-tagged into ROW_GROUPS slot groups (`--row-groups`), so that a request touches at
 most that many slots. Timed like every other figure (median over repeats of each repeat's
 p50), with the one node and the cluster layouts taking turns in each of 7 rounds, so that

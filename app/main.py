@@ -48,11 +48,18 @@ class ServingApp(FastAPI):
             self.router.routes.append(Route(path, endpoint, methods=["POST"]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.direct.get(scope["path"]) if scope["type"] == "http" else None
+        endpoint = self.direct.get(route_path(scope)) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
             return await super().__call__(scope, receive, send)
         scope["app"] = self
         await endpoint(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches: without the root path a proxy mounts the service under
+    (uvicorn --root-path puts it in front of scope["path"])."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,6 +1,6 @@
 """Section 3c, the concurrency-1 ratios side by side: the service over HTTP, the HTTP floor
 app (bench/floor_app.py), session.run in this process and the peer's predict(), timed in
-alternating rounds.
+rounds; each round times all four, starting one later in the order than the round before.
 
 The sections before time each of these minutes apart; on a shared 2-core VM the speed of the
 cores drifts over minutes (the same session.run has measured 0.9 and 1.9 ms in one session),
@@ -14,6 +14,7 @@ reported with the lowest and highest round.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import numpy as np
@@ -70,6 +71,7 @@ def run_paired(stack, bench: BenchModel, catalogue: Catalogue, peer_threads: int
     bodies = [score_body(slate) for slate in random_slates(catalogue, N_PAYLOADS, seed=4)]
     session = create_session(bench.graphs["served"], "cpu", threads=1)
     feeds = ready_feeds(bench, session, T, C)
+    output = session.get_outputs()[0].name  # the scores only, as the service runs it
     predict = peer_predict(bench, peer_threads)
     url, ns = stack.server.url, stack.ns
     log_path = RESULTS_DIR / "uvicorn.log"
@@ -90,12 +92,14 @@ def run_paired(stack, bench: BenchModel, catalogue: Catalogue, peer_threads: int
 
         for name in servers:
             http_p50(name)  # warm-up
-        for _ in range(ROUNDS):
-            timed = {name: http_p50(name) for name in servers}
-            timed["session_run"] = timed_p50(lambda: session.run(None, feeds), LOCAL_CALLS)
-            if predict is not None:
-                timed["peer"] = timed_p50(predict, LOCAL_CALLS // 3)
-            rounds.append(timed)
+        calls = {name: functools.partial(http_p50, name) for name in servers}
+        calls["session_run"] = lambda: timed_p50(lambda: session.run([output], feeds), LOCAL_CALLS)
+        if predict is not None:
+            calls["peer"] = lambda: timed_p50(predict, LOCAL_CALLS // 3)
+        order = list(calls)
+        for k in range(ROUNDS):  # each round starts one later in the order
+            turn = order[k % len(order) :] + order[: k % len(order)]
+            rounds.append({name: calls[name]() for name in turn})
     return {"rounds": rounds, "ratios": paired_ratios(rounds)}
 
 

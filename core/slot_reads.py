@@ -6,8 +6,11 @@ Python: once to group the keys and again to check each grouped command. For the 
 one request that is most of the fetch's client time. Here a key's slot is computed once, and
 a hash tag's slot (every row key published with `--row-groups` has one) only once per tag.
 
-A slot that moved (a resharding, a failover) answers MOVED or ASK; the read is then done
-again by redis-py's own path, which follows the redirect and refreshes its slot map.
+A slot that moved (a resharding, a failover) answers MOVED or ASK, and a node that is gone
+fails to connect or answer; the read is then done again by redis-py's own path, which
+follows the redirect or refreshes its slot map (and after a failover reads from the new
+primary). Each node's replies wait up to the client's socket timeout, so a read that fails
+on a silent node takes that timeout once here and once more in redis-py's path.
 """
 
 from __future__ import annotations
@@ -19,9 +22,26 @@ from collections.abc import Callable
 import hiredis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    SlotNotCoveredError,
+    TimeoutError,
+    TryAgainError,
+)
 
-SLOT_MOVED = (MovedError, AskError, TryAgainError, ClusterDownError)
+# The slot map may be out of date: redis-py's path refreshes it and tries again.
+SLOT_MAP_STALE = (
+    MovedError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    ConnectionError,
+    TimeoutError,
+)
 
 Command = Callable[[list[int]], tuple]  # the positions of one slot's keys -> its command
 
@@ -46,17 +66,17 @@ def read_per_slot(
 ) -> list:
     """One value per name, in order: `command` builds each slot's command from the
     positions of its keys, whose reply lists one value per key. `fallback` reads the same
-    through redis-py when a slot has moved."""
+    through redis-py when the slot map may be stale."""
     slots: dict[int, list[int]] = defaultdict(list)
     for position, name in enumerate(names):
         slots[slot_of(name)].append(position)
-    per_node: dict[str, tuple] = {}
-    for slot, positions in slots.items():
-        node = client.nodes_manager.get_node_from_slot(slot)
-        per_node.setdefault(node.name, (node, []))[1].append(positions)
     try:
+        per_node: dict[str, tuple] = {}
+        for slot, positions in slots.items():
+            node = client.nodes_manager.get_node_from_slot(slot)
+            per_node.setdefault(node.name, (node, []))[1].append(positions)
         replies = exchange(client, per_node.values(), command)
-    except SLOT_MOVED:
+    except SLOT_MAP_STALE:
         return fallback()
     values: list = [None] * len(names)
     for positions, reply in replies:

@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 import pytest
+from redis.cluster import ClusterNode
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.bundle import load_version
 from app.cache import RowCache
@@ -14,6 +16,7 @@ from core import keys
 from core.redis_conn import connect_redis
 from core.rows import encode_rows
 from core.slot_reads import slot_of
+from devtools.local_redis import free_port
 from export import gc
 from export.live import load_from_samples
 from export.publish import publish_bundle
@@ -142,6 +145,31 @@ def test_a_fetch_on_a_stale_slot_map_follows_the_redirect(cluster, cluster_clien
         # the connections that held unread replies were dropped, not reused
         for _ in range(3):
             assert fetcher.fetch_tables(loaded, {"item": ids[::-1]})[0]["item"] == expected[::-1]
+    finally:
+        stale.close()
+
+
+def test_a_fetch_from_a_node_that_is_gone_fails_then_the_map_is_corrected(
+    cluster, cluster_client, ns
+):
+    """A slot the client places on a node that no longer answers (as after a failover): that
+    read fails (the service answers 503), redis-py's path refreshes the slot map on the way,
+    and the next read is served by the slot's owner."""
+    small = synthetic_bundle(400)
+    manifest = publish_bundle(cluster_client, ns, small, row_groups=6, progress=False)
+    stale = connect_redis(cluster.url, cluster=True, timeout_s=5.0)
+    try:
+        loaded = load_version(stale, ns, manifest.version, "cpu", 1)
+        ids = [str(i) for i in small.tables["item"].ids[:150]]
+        slot = slot_of(keys.row_keys(ns, manifest.version, "item", ids, 6)[0])
+        owner = stale.nodes_manager.get_node_from_slot(slot)
+        stale.nodes_manager.slots_cache[slot] = [ClusterNode("127.0.0.1", free_port())]
+        fetcher = RowFetcher(stale, ns, RowCache(0))
+        with pytest.raises(RedisConnectionError):
+            fetcher.fetch_tables(loaded, {"item": ids})
+        assert stale.nodes_manager.get_node_from_slot(slot).name == owner.name
+        expected = encode_rows(small.tables["item"].rows[:150], "float32")
+        assert fetcher.fetch_tables(loaded, {"item": ids})[0]["item"] == expected
     finally:
         stale.close()
 

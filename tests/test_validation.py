@@ -3,6 +3,7 @@ import socket
 import httpx
 import pytest
 
+from app.main import route_path
 from core.redis_conn import connect_redis
 from export.publish import publish_bundle
 from tests.factories import RICH_SCHEMA, synthetic_bundle
@@ -138,6 +139,16 @@ def test_the_post_routes_answer_other_methods_with_405(client, path):
     method still reaches the router, which names the allowed one."""
     response = client.get(path)
     assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path"),
+    [("/v1/score", ""), ("/api/v1/score", "/api"), ("/v1/score", "/api")],
+)
+def test_the_post_routes_are_found_under_a_root_path(path, root_path):
+    """uvicorn --root-path puts the root path in front of scope["path"]; a client of the
+    ASGI app may not."""
+    assert route_path({"path": path, "root_path": root_path}) == "/v1/score"
 
 
 def test_unicode_ids_are_fine(client):

@@ -60,7 +60,7 @@ def get_many(client: RedisClient, names: list[str]) -> list[bytes | None]:
     def mget(positions: list[int]) -> tuple:
         return ("MGET", *[names[p] for p in positions])
 
-    return read_per_slot(client, names, mget, lambda: client.mget_nonatomic(names))
+    return read_per_slot(client, names, mget)
 
 
 def read_password(

@@ -19,11 +19,7 @@ buckets layout with one EVAL per slot, every node written to before any reply is
 
 from __future__ import annotations
 
-import functools
 import math
-from collections import defaultdict
-
-from redis.crc import key_slot
 
 from core import keys
 from core.manifest import Manifest, probe_digest
@@ -74,26 +70,7 @@ def gather_per_slot(client: RedisClient, row_keys: list[str], ids: list[str]) ->
         keys_here = [row_keys[p] for p in positions]
         return ("EVAL", GATHER_LUA, len(positions), *keys_here, *[ids[p] for p in positions])
 
-    fallback = functools.partial(gather_through_pipeline, client, row_keys, ids)
-    return read_per_slot(client, row_keys, gather, fallback)
-
-
-def gather_through_pipeline(client: RedisClient, row_keys: list[str], ids: list[str]) -> list:
-    """The same through redis-py's cluster pipeline, which follows MOVED and ASK."""
-    slots: dict[int, list[int]] = defaultdict(list)
-    for position, key in enumerate(row_keys):
-        slots[key_slot(key.encode())].append(position)
-    pipe = client.pipeline(transaction=False)
-    for positions in slots.values():
-        slot_ids = [ids[p] for p in positions]
-        pipe.execute_command(
-            "EVAL", GATHER_LUA, len(positions), *[row_keys[p] for p in positions], *slot_ids
-        )
-    rows: list[bytes | None] = [None] * len(row_keys)
-    for positions, values in zip(slots.values(), pipe.execute(), strict=True):
-        for position, value in zip(positions, values, strict=True):
-            rows[position] = value
-    return rows
+    return read_per_slot(client, row_keys, gather)
 
 
 def read_probe_digest(client: RedisClient, ns: str, manifest: Manifest) -> str | None:

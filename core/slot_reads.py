@@ -61,15 +61,10 @@ def slot_of(name: str) -> int:
     return key_slot(name.encode())
 
 
-def read_per_slot(
-    client: RedisCluster, names: list[str], command: Command, fallback: Callable[[], list]
-) -> list:
+def read_per_slot(client: RedisCluster, names: list[str], command: Command) -> list:
     """One value per name, in order: `command` builds each slot's command from the
-    positions of its keys, whose reply lists one value per key. `fallback` reads the same
-    through redis-py when the slot map may be stale."""
-    slots: dict[int, list[int]] = defaultdict(list)
-    for position, name in enumerate(names):
-        slots[slot_of(name)].append(position)
+    positions of its keys, whose reply lists one value per key."""
+    slots = by_slot(names)
     try:
         per_node: dict[str, tuple] = {}
         for slot, positions in slots.items():
@@ -77,12 +72,34 @@ def read_per_slot(
             per_node.setdefault(node.name, (node, []))[1].append(positions)
         replies = exchange(client, per_node.values(), command)
     except SLOT_MAP_STALE:
-        return fallback()
-    values: list = [None] * len(names)
+        replies = through_pipeline(client, slots, command)
+    return in_order(replies, len(names))
+
+
+def by_slot(names: list[str]) -> dict[int, list[int]]:
+    """The positions of the names in each hash slot."""
+    slots: dict[int, list[int]] = defaultdict(list)
+    for position, name in enumerate(names):
+        slots[slot_of(name)].append(position)
+    return slots
+
+
+def in_order(replies, count: int) -> list:
+    """(positions, reply) pairs -> one value per position."""
+    values: list = [None] * count
     for positions, reply in replies:
         for position, value in zip(positions, reply, strict=True):
             values[position] = value
     return values
+
+
+def through_pipeline(client: RedisCluster, slots: dict[int, list[int]], command: Command):
+    """The same commands through redis-py's cluster pipeline, which follows MOVED and ASK
+    and refreshes its slot map when a node does not answer."""
+    pipe = client.pipeline(transaction=False)
+    for positions in slots.values():
+        pipe.execute_command(*command(positions))
+    return zip(slots.values(), pipe.execute(), strict=True)
 
 
 def exchange(client: RedisCluster, nodes, command: Command) -> list[tuple[list[int], list]]:

@@ -15,7 +15,10 @@ on a silent node takes that timeout once here and once more in redis-py's path.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -27,6 +30,8 @@ from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
     MovedError,
+    RedisClusterException,
+    RedisError,
     SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
@@ -44,6 +49,9 @@ SLOT_MAP_STALE = (
 )
 
 Command = Callable[[list[int]], tuple]  # the positions of one slot's keys -> its command
+REFRESH_INTERVAL_S = 1.0  # at most one refresh a second per client while reads keep failing
+_refreshed_at: dict[int, float] = {}  # id(nodes_manager) -> when this module last refreshed it
+_refresh_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8192)
@@ -99,7 +107,24 @@ def through_pipeline(client: RedisCluster, slots: dict[int, list[int]], command:
     pipe = client.pipeline(transaction=False)
     for positions in slots.values():
         pipe.execute_command(*command(positions))
-    return zip(slots.values(), pipe.execute(), strict=True)
+    try:
+        return zip(slots.values(), pipe.execute(), strict=True)
+    except SLOT_MAP_STALE:
+        refresh_slot_map(client)
+        raise
+
+
+def refresh_slot_map(client: RedisCluster) -> None:
+    """Read the slot map again now (at most once per REFRESH_INTERVAL_S); a cluster that does
+    not answer keeps the map it had."""
+    manager = client.nodes_manager
+    with _refresh_lock:
+        last = _refreshed_at.get(id(manager), float("-inf"))
+        if time.monotonic() - last < REFRESH_INTERVAL_S:
+            return
+        _refreshed_at[id(manager)] = time.monotonic()
+    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+        manager.initialize()
 
 
 def exchange(client: RedisCluster, nodes, command: Command) -> list[tuple[list[int], list]]:

@@ -167,7 +167,7 @@ async def healthz() -> dict:
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def readyz(state: StateDep) -> Response:
     """Readiness: a bundle is loaded and Redis answers."""
-    redis_status = await state.in_worker(_ping, state)
+    redis_status = state.watcher.server_refused or await state.in_worker(_ping, state)
     bundle = state.holder.current
     ready = bundle is not None and redis_status == "ok" and state.watcher.alive
     body = {

@@ -19,7 +19,7 @@ from app.cache import RowCache
 from app.metrics import Metrics
 from core import keys
 from core.canary import Canary, end_canary
-from core.redis_conn import REDIS_ERRORS, RedisClient
+from core.redis_conn import REDIS_ERRORS, RedisClient, RedisTooOld, require_redis_version
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.2
@@ -43,6 +43,7 @@ class BundleWatcher:
         self.device, self.threads, self.poll_interval_s = device, threads, poll_interval_s
         self.use_pubsub = True
         self.arms: ArmStats | None = None  # this replica's numbers per version, for guards
+        self.server_refused: str | None = None  # why Redis itself is refused (too old)
         self._stop = threading.Event()
         self._rows_epoch: dict[str, bytes | None] = {}
         self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
@@ -62,10 +63,13 @@ class BundleWatcher:
         while not self._stop.is_set():
             pubsub = None
             try:
+                self._check_server()
                 pubsub = self._subscribe() if self.use_pubsub else None
                 while not self._stop.is_set():
                     self.check_pointer()
                     self._listen(pubsub, until=time.monotonic() + self.poll_interval_s)
+            except RedisTooOld:
+                self._stop.wait(self.poll_interval_s)  # loads nothing until it is upgraded
             except REDIS_ERRORS as error:
                 self.metrics.redis_errors.labels(op="watch").inc()
                 log.warning("watcher lost Redis: %s", type(error).__name__)
@@ -75,6 +79,17 @@ class BundleWatcher:
                 self._stop.wait(RETRY_S)
             finally:
                 _close(pubsub)
+
+    def _check_server(self) -> None:
+        """Each (re)connection checks the server's version; a refusal is logged once."""
+        try:
+            require_redis_version(self.client)
+        except RedisTooOld as error:
+            if self.server_refused != str(error):
+                log.error("%s; serving nothing until it is upgraded", error)
+            self.server_refused = str(error)
+            raise
+        self.server_refused = None
 
     def _subscribe(self):
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)

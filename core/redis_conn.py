@@ -45,6 +45,41 @@ def connect_redis(
     return redis.Redis.from_url(url, max_connections=max_connections, **options)
 
 
+MIN_REDIS_VERSION = (7, 0)  # XINFO GROUPS' lag (the worker's metrics), Lua errors as strings
+
+
+class RedisTooOld(RuntimeError):
+    """The server answers, but is older than MIN_REDIS_VERSION."""
+
+
+def server_versions(client: RedisClient) -> dict[str, str]:
+    """The redis_version each server reports (Valkey reports the Redis version it speaks),
+    by address; on a cluster every primary's."""
+    if not is_cluster(client):
+        kwargs = client.connection_pool.connection_kwargs
+        address = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        return {address: str(client.info("server")["redis_version"])}
+    replies = client.info("server", target_nodes=RedisCluster.PRIMARIES)
+    if "redis_version" in replies:  # redis-py answers one node's reply without its name
+        replies = {client.get_primaries()[0].name: replies}
+    return {name: str(info["redis_version"]) for name, info in replies.items()}
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def require_redis_version(client: RedisClient) -> None:
+    """Raises RedisTooOld naming the first server below MIN_REDIS_VERSION."""
+    for address, version in server_versions(client).items():
+        if version_tuple(version) < MIN_REDIS_VERSION:
+            needed = ".".join(map(str, MIN_REDIS_VERSION))
+            raise RedisTooOld(
+                f"Redis at {address} is version {version}; din-serving needs Redis {needed} "
+                "or newer (or Valkey 7.2 or newer)"
+            )
+
+
 def is_cluster(client: RedisClient) -> bool:
     return isinstance(client, RedisCluster)
 

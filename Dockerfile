@@ -5,11 +5,13 @@
 #   docker build --target serve-cpu -t din-serving:0.1.0-cpu .
 #   docker build --target exporter  -t din-serving-exporter:0.1.0 .
 #
-# The serving images install only `.[serve]` (onnxruntime, no torch); the exporter installs
-# `.[export]` with the CPU build of torch. Every image runs as the numeric user 10001.
+# Every image installs the locked versions, hashes checked: the serving images
+# requirements/serve.txt (onnxruntime, no torch), the exporter requirements/export.txt (the CPU
+# build of torch, Spark). `make lock` re-resolves them. Every image runs as the numeric user
+# 10001.
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
-ARG PYTHON_IMAGE=python:3.12.12-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---------------------------------------------------------------- shared Python base
 FROM ${PYTHON_IMAGE} AS python-base
@@ -25,16 +27,14 @@ FROM python-base AS serve-cpu-build
 WORKDIR /src
 RUN python -m venv /opt/venv
 # Dependencies first, from pyproject.toml alone, so a code edit reuses this layer.
-COPY pyproject.toml README.md ./
-# Unpinned on purpose: dependency ranges are declared once, in pyproject.toml.
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[serve]"
+COPY pyproject.toml README.md requirements/serve.txt ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r serve.txt
 COPY app ./app
 COPY core ./core
 COPY ingest ./ingest
 COPY export ./export
 COPY examples ./examples
-RUN pip install --no-cache-dir --no-deps --force-reinstall .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation --force-reinstall .
 
 FROM python-base AS serve-cpu
 COPY --from=serve-cpu-build /opt/venv /opt/venv
@@ -51,16 +51,15 @@ FROM python-base AS exporter-build
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
-# Unpinned on purpose: dependency ranges are declared once, in pyproject.toml.
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" ".[export]"
+COPY pyproject.toml README.md requirements/export.txt ./
+RUN pip install --no-cache-dir --require-hashes --no-deps --extra-index-url "${TORCH_INDEX_URL}" \
+    -r export.txt
 COPY app ./app
 COPY core ./core
 COPY ingest ./ingest
 COPY export ./export
 COPY examples ./examples
-RUN pip install --no-cache-dir --no-deps --force-reinstall .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation --force-reinstall .
 
 FROM python-base AS exporter
 COPY --from=exporter-build /opt/venv /opt/venv
@@ -95,16 +94,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 RUN python3.12 -m venv /opt/venv
-COPY pyproject.toml README.md ./
-# Unpinned on purpose: dependency ranges are declared once, in pyproject.toml.
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[serve]"
+COPY pyproject.toml README.md requirements/serve.txt ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r serve.txt
 COPY app ./app
 COPY core ./core
 COPY ingest ./ingest
 COPY export ./export
 COPY examples ./examples
-RUN pip install --no-cache-dir --no-deps --force-reinstall .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation --force-reinstall .
 
 # Last stage, so a plain `docker build .` gives the GPU serving image.
 FROM gpu-base AS serve-gpu

@@ -608,15 +608,18 @@ def test_gpu_image_runs_on_cuda_13_with_cudnn():
 
 
 @pytest.mark.parametrize("stage", SERVING_STAGES)
-def test_serving_images_install_the_serve_extra_and_no_torch(stage):
+def test_serving_images_install_the_serve_lock_and_no_torch(stage):
     installs = [run for run in instructions(builder_of(stage), "RUN") if "pip install" in run]
-    assert any(".[serve]" in run for run in installs)
-    assert not any("[export]" in run or "torch" in run for run in installs)
+    assert any("--require-hashes" in run and "-r serve.txt" in run for run in installs)
+    assert not any("export" in run or "torch" in run for run in installs)
+    locked = (ROOT / "requirements" / "serve.txt").read_text()
+    assert "onnxruntime" in locked and "\ntorch==" not in locked
 
 
-def test_exporter_image_installs_the_export_extra():
+def test_exporter_image_installs_the_export_lock():
     installs = [run for run in instructions(builder_of("exporter"), "RUN") if "pip install" in run]
-    assert any(".[export]" in run for run in installs)
+    assert any("--require-hashes" in run and "-r export.txt" in run for run in installs)
+    assert "\ntorch==" in (ROOT / "requirements" / "export.txt").read_text()
 
 
 def test_plain_build_gives_the_gpu_serving_image():

@@ -9,8 +9,8 @@ COMPILE="$1 --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-em
 PINS=requirements/.pins.txt
 trap 'rm -f "$PINS"' EXIT
 
-$COMPILE --upgrade --all-build-deps --extra export,serve,spark,dev,bench -o requirements/bench.txt pyproject.toml
+$COMPILE --upgrade --all-build-deps --extra export,serve,spark,dev,bench -o requirements/bench.txt pyproject.toml requirements/backports.in
 sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' requirements/bench.txt > "$PINS"
-$COMPILE --all-build-deps -c "$PINS" --extra export,serve,spark,dev -o requirements/dev.txt pyproject.toml
-$COMPILE --all-build-deps -c "$PINS" --extra export,spark -o requirements/export.txt pyproject.toml
-$COMPILE --all-build-deps -c "$PINS" --extra serve -o requirements/serve.txt pyproject.toml
+$COMPILE --all-build-deps -c "$PINS" --extra export,serve,spark,dev -o requirements/dev.txt pyproject.toml requirements/backports.in
+$COMPILE --all-build-deps -c "$PINS" --extra export,spark -o requirements/export.txt pyproject.toml requirements/backports.in
+$COMPILE --all-build-deps -c "$PINS" --extra serve -o requirements/serve.txt pyproject.toml requirements/backports.in

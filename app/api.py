@@ -21,6 +21,7 @@ from app.requests import parse_request
 from app.schemas import ReadyResponse
 from app.state import AppState
 from core.redis_conn import REDIS_ERRORS
+from core.row_store import VersionMissing
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -119,6 +120,9 @@ async def run_pinned(state: AppState, route: str, run, body, bundle) -> tuple[st
             orjson.dumps({"error": "no_attention", "detail": str(error)}),
             {},
         )
+    except VersionMissing as error:
+        state.watcher.drop(bundle, error.why)
+        return "version_missing", unavailable_body("version_missing", str(error))
     except REDIS_ERRORS as error:
         state.metrics.redis_errors.labels(op=route).inc()
         log.warning("%s failed on Redis: %s", route, type(error).__name__)
@@ -173,6 +177,7 @@ async def readyz(state: StateDep) -> Response:
     body = {
         "ready": ready,
         "version": bundle.version if bundle else None,
+        "bundle_uid": bundle.uid if bundle else None,
         "provider": bundle.provider if bundle else None,
         "redis": redis_status,
     }

@@ -44,16 +44,25 @@ class LoadedBundle:
     def provider(self) -> str:
         return self.scorer.provider
 
+    @property
+    def uid(self) -> str:
+        """The bundle's identity: a name can be published again after Redis loses its
+        data, a uid cannot."""
+        return self.manifest.uid
+
 
 def load_version(client: RedisClient, ns: str, version: str, device: str, threads: int):
     """Read, check and warm up a version. Redis errors propagate; bad bundles are refused."""
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.manifest_key(ns, version))
     pipe.get(keys.onnx_key(ns, version))
-    raw_manifest, onnx_bytes = pipe.execute()
+    pipe.get(keys.uid_key(ns, version))
+    raw_manifest, onnx_bytes, uid = pipe.execute()
     if raw_manifest is None or onnx_bytes is None:
         raise BundleRefused(f"{version}: manifest or ONNX missing")
     manifest = _parse_manifest(raw_manifest, version)
+    if uid != manifest.uid.encode():
+        raise BundleRefused(f"{version}: its uid key does not hold the manifest's uid")
     if hashlib.sha256(onnx_bytes).hexdigest() != manifest.onnx_sha256:
         raise BundleRefused(f"{version}: ONNX bytes do not match the manifest checksum")
     _check_probe_rows(client, ns, manifest)
@@ -234,6 +243,18 @@ class BundleHolder:
     def set_canary(self, bundle: LoadedBundle | None, split: Canary | None) -> None:
         with self._lock:
             self._serving = replace(self._serving, canary=bundle, split=split if bundle else None)
+
+    def discard(self, bundle: LoadedBundle) -> bool:
+        """Stop serving this very bundle (as active or canary); False when it is not served."""
+        with self._lock:
+            serving = self._serving
+            if serving.active is bundle:
+                self._serving = replace(serving, active=None)
+            elif serving.canary is bundle:
+                self._serving = replace(serving, canary=None, split=None)
+            else:
+                return False
+        return True
 
     def versions(self) -> set[str]:
         serving = self._serving

@@ -19,7 +19,7 @@ from app.cache import RowCache
 from core import keys
 from core.events import decode_behaviours
 from core.redis_conn import RedisClient, get_many
-from core.row_store import read_rows
+from core.row_store import VersionMissing, read_version_rows
 from core.schema import ITEM_ID
 
 
@@ -43,17 +43,24 @@ class RowFetcher:
         self.ns = ns
         self.cache = cache
 
-    def read_user(self, user_id: str, history: int | None, profile: list[str]) -> StoredUser:
+    def read_user(
+        self, bundle: LoadedBundle, user_id: str, history: int | None, profile: list[str]
+    ) -> StoredUser:
         """The last `history` behaviours (None: not read) and the `profile` fields' stored
-        values, in one round trip; nothing is sent when nothing is asked."""
+        values, in one round trip; nothing is sent when nothing is asked. The bundle's uid
+        key rides along: a user read from a Redis that lost the bundle (or holds another
+        under its name) raises VersionMissing, even when every row is cached."""
         if history is None and not profile:
             return StoredUser(None, [], {})
         pipe = self.client.pipeline(transaction=False)
+        pipe.get(keys.uid_key(self.ns, bundle.version))
         if history is not None:
             pipe.lrange(keys.history_key(self.ns, user_id), -history, -1)
         if profile:
             pipe.hmget(keys.profile_key(self.ns, user_id), profile)
-        replies = pipe.execute()
+        uid, *replies = pipe.execute()
+        if uid != bundle.uid.encode():
+            raise VersionMissing(bundle.manifest, uid)
         items, sides = decode_behaviours(replies[0]) if history is not None else (None, [])
         values = replies[-1] if profile else []
         stored = {k: v.decode() for k, v in zip(profile, values, strict=True) if v is not None}
@@ -70,7 +77,8 @@ class RowFetcher:
     def fetch_tables(
         self, bundle: LoadedBundle, wanted: dict[str, list[str]]
     ) -> tuple[dict[str, list[bytes]], FetchStats]:
-        """Row bytes for unique ids per table, in the order asked; unknown -> default row."""
+        """Row bytes for unique ids per table, in the order asked; unknown -> default row.
+        Raises VersionMissing when the version's rows are not in Redis (read_version_rows)."""
         epoch = self.cache.epoch  # read before the fetch: see RowCache.put_many
         found = {t: self.cache.get_many(bundle.version, t, ids) for t, ids in wanted.items()}
         holes = {t: [k for k, v in enumerate(rows) if v is None] for t, rows in found.items()}
@@ -78,7 +86,7 @@ class RowFetcher:
         stats.cache_hits = sum(map(len, wanted.values())) - stats.cache_misses
         if stats.cache_misses:
             missing = {t: [wanted[t][k] for k in positions] for t, positions in holes.items()}
-            values = iter(read_rows(self.client, self.ns, bundle.manifest, missing))
+            values = iter(read_version_rows(self.client, self.ns, bundle.manifest, missing))
             for table, positions in holes.items():
                 fetched = [next(values) for _ in positions]
                 self._fill(bundle, table, wanted[table], found[table], positions, fetched, epoch)

@@ -42,6 +42,11 @@ class Metrics:
         self.redis_errors = Counter("ctr_redis_errors", "Redis errors", ["op"], registry=r)
         self.refusals = Counter("ctr_bundle_refusals", "Bundles refused at load", registry=r)
         self.swaps = Counter("ctr_bundle_swaps", "Bundles activated in this process", registry=r)
+        self.dropped_versions = Counter(
+            "ctr_bundle_drops",
+            "Served bundles dropped because their rows were gone or replaced in Redis",
+            registry=r,
+        )
         self.row_invalidations = Counter(
             "ctr_rows_invalidated", "Cached rows dropped by updates", registry=r
         )

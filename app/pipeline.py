@@ -81,7 +81,7 @@ class ScoringService:
         schema = bundle.manifest.schema
         missing = [f.name for f in schema.profile_fields if f.name not in request.user]
         history_limit = schema.max_history if request.history is None else None
-        stored = self.fetcher.read_user(request.user_id, history_limit, missing)
+        stored = self.fetcher.read_user(bundle, request.user_id, history_limit, missing)
         lookup = build_lookup(request, schema, stored)
         inputs, stats = gather_inputs(self.fetcher, bundle, lookup)
         source = "redis" if request.history is None else "request"

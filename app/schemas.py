@@ -35,6 +35,7 @@ class ValidationErrorResponse(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     version: str | None
+    bundle_uid: str | None = Field(description="the loaded bundle's identity (its manifest uid)")
     provider: str | None
     redis: str
 

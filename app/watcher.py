@@ -45,6 +45,7 @@ class BundleWatcher:
         self.arms: ArmStats | None = None  # this replica's numbers per version, for guards
         self.server_refused: str | None = None  # why Redis itself is refused (too old)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # look at the pointers now (a request dropped a bundle)
         self._rows_epoch: dict[str, bytes | None] = {}
         self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
 
@@ -57,6 +58,7 @@ class BundleWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
@@ -66,6 +68,7 @@ class BundleWatcher:
                 self._check_server()
                 pubsub = self._subscribe() if self.use_pubsub else None
                 while not self._stop.is_set():
+                    self._wake.clear()
                     self.check_pointer()
                     self._listen(pubsub, until=time.monotonic() + self.poll_interval_s)
             except RedisTooOld:
@@ -98,9 +101,9 @@ class BundleWatcher:
         return pubsub
 
     def _listen(self, pubsub, until: float) -> None:
-        while not self._stop.is_set() and (left := until - time.monotonic()) > 0:
+        while not self._wake.is_set() and (left := until - time.monotonic()) > 0:
             if pubsub is None:
-                self._stop.wait(left)
+                self._wake.wait(left)
                 self.check_rows_epoch()
                 return
             message = pubsub.get_message(timeout=min(left, 0.5))
@@ -141,16 +144,18 @@ class BundleWatcher:
     def check_pointer(self) -> None:
         """Load the versions the pointers name (active, canary), unless already served or
         recently refused; end the canary when its own guards say so."""
-        current = self.holder.current
+        serving = self.holder.serving
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.active_key(self.ns))
-        pipe.exists(keys.manifest_key(self.ns, current.version if current else "-"))
         pipe.get(keys.canary_key(self.ns))
-        raw, served_exists, raw_canary = pipe.execute()
+        for bundle in (serving.active, serving.canary):
+            pipe.get(keys.uid_key(self.ns, bundle.version if bundle else "-"))
+        raw, raw_canary, active_uid, canary_uid = pipe.execute()
+        for bundle, uid in ((serving.active, active_uid), (serving.canary, canary_uid)):
+            if bundle is not None and uid != bundle.uid.encode():
+                self.drop(bundle, "is gone from Redis" if uid is None else "was replaced in Redis")
+        current = self.holder.current
         version = raw.decode() if raw else None
-        if current and not served_exists:
-            self._unload(current.version)
-            current = None
         if version and not (current and current.version == version):
             self._activate(version)
         self._follow_canary(Canary.from_json(raw_canary))
@@ -183,11 +188,21 @@ class BundleWatcher:
         if reason is not None and end_canary(self.client, self.ns):
             log.error("aborted canary %s: %s", split.version, reason)
 
-    def _unload(self, version: str) -> None:
-        """The served version was deleted (gc): stop serving rather than score default rows."""
-        log.error("version %s was deleted while served; not ready until another loads", version)
-        self.holder.swap(None)
+    def drop(self, bundle: LoadedBundle, why: str) -> None:
+        """Stop serving a bundle whose rows are not in Redis (deleted, lost with Redis's data,
+        or a later bundle published under its name), rather than score default rows or
+        another bundle's rows. Requests call it the moment a fetch finds that out."""
+        if not self.holder.discard(bundle):
+            return  # dropped already, by another request or the watcher
         self.cache.clear()
+        self._wake.set()  # a bundle published under its name loads now, not at the next poll
+        self.metrics.dropped_versions.inc()
+        log.error(
+            "version %s (%s) %s; not serving it until it loads again",
+            bundle.version,
+            bundle.uid[:12],
+            why,
+        )
 
     def _try_load(self, version: str) -> LoadedBundle | None:
         """The checked, warmed-up bundle, or None when the version is refused."""

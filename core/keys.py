@@ -10,6 +10,8 @@
 {ns}:{v}:manifest            JSON manifest, written last: its presence means "complete"
 {ns}:{v}:onnx                the dense graph as ONNX bytes
 {ns}:{v}:lease               set while a writer is publishing {v}; expires if it dies
+{ns}:{v}:uid                 the version's identity (the manifest's uid), read with every
+                             row fetch: gone or different means the rows are not this bundle's
 {ns}:{v}:rows-epoch          counter bumped by every row update of {v}
 {ns}:{v}:item:{raw id}       an item row: its item-side fields' embeddings, concatenated
 {ns}:{v}:f:{field}:{value}   one field's embedding row (side-field overrides, user, context)
@@ -101,6 +103,11 @@ def onnx_key(ns: str, version: str) -> str:
 
 def lease_key(ns: str, version: str) -> str:
     return f"{ns}:{version}:lease"
+
+
+def uid_key(ns: str, version: str) -> str:
+    """The bundle identity of a version name, written just before its manifest."""
+    return f"{ns}:{version}:uid"
 
 
 def rows_epoch_key(ns: str, version: str) -> str:

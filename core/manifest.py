@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -12,6 +13,11 @@ from core.schema import FeatureSchema, forward_compatible
 
 ROW_DTYPES = ("float32", "float16")  # little-endian; core/rows.py encodes and decodes them
 PROBE_ROWS = 64
+UID_LENGTH = 32  # hex digits of uuid4: 122 random bits
+
+
+def new_uid() -> str:
+    return uuid.uuid4().hex
 FORMAT = 2  # 2: the feature schema; a format-1 manifest (two fixed id fields) is refused
 BUCKETS_FORMAT = 3  # 2 with rows in hash buckets: a reader that knows only 2 must refuse it
 FORMATS = (FORMAT, BUCKETS_FORMAT)
@@ -46,6 +52,9 @@ class Manifest:
     demo_users: list[str] = field(default_factory=list)  # users worth showing in the UI
     demo_items: list[str] = field(default_factory=list)  # candidates worth showing in the UI
     row_groups: int = 0  # rows hash-tagged into this many slot groups (keys.row_keys); 0: none
+    # Random at publish, never reused: a version name can come back after Redis loses its
+    # data, its uid cannot. Replicas compare it, never the name, to tell bundles apart.
+    uid: str = ""
     format: int = FORMAT
 
     @property
@@ -98,6 +107,8 @@ def expected_tables(schema: FeatureSchema) -> dict[str, int]:
 
 def validate_manifest(manifest: Manifest) -> None:
     """Raise ValueError when the manifest is internally inconsistent."""
+    if not isinstance(manifest.uid, str) or len(manifest.uid) != UID_LENGTH:
+        raise ValueError("the manifest has no bundle uid (published by an older din-serving)")
     if manifest.row_dtype not in ROW_DTYPES:
         raise ValueError(f"row_dtype {manifest.row_dtype!r} is not one of {ROW_DTYPES}")
     groups = manifest.row_groups

@@ -29,12 +29,25 @@ from core.slot_reads import read_per_slot
 LAYOUTS = ("keys", "buckets")
 BUCKET_ROWS = 32  # mean rows per bucket: far below listpack's default 128 entries
 
-# One HGET per row; a missing field comes back as false, which Redis replies as nil.
+# One HGET per row; a missing field comes back as false, which Redis replies as nil. An
+# empty field (ids are never empty) marks a plain string key: the version's uid.
 GATHER_LUA = """
 local rows = {}
-for i, key in ipairs(KEYS) do rows[i] = redis.call('HGET', key, ARGV[i]) end
+for i, key in ipairs(KEYS) do
+  if ARGV[i] == '' then rows[i] = redis.call('GET', key)
+  else rows[i] = redis.call('HGET', key, ARGV[i]) end
+end
 return rows
 """
+
+
+class VersionMissing(RuntimeError):
+    """The version's uid key is gone or names another bundle: its rows are not there (Redis
+    lost its data) or belong to a bundle published later under the same name."""
+
+    def __init__(self, manifest: Manifest, found: bytes | None) -> None:
+        self.why = "is gone from Redis" if found is None else "was replaced in Redis"
+        super().__init__(f"version {manifest.version} ({manifest.uid[:12]}) {self.why}")
 
 
 def bucket_count(rows: int, layout: str) -> int:
@@ -50,14 +63,33 @@ def locate(ns: str, manifest: Manifest, table: str, ids: list[str]) -> list[str]
     return keys.row_keys(ns, manifest.version, table, ids, manifest.row_groups, buckets)
 
 
-def read_rows(
+def read_version_rows(
     client: RedisClient, ns: str, manifest: Manifest, wanted: dict[str, list[str]]
 ) -> list[bytes | None]:
-    """Every row asked, tables in the order given; None where an id has no row."""
+    """read_rows, with the version's uid key read in the same round trip: raises
+    VersionMissing unless it holds the manifest's uid, so rows that are gone are never
+    taken for unknown ids, nor another bundle's rows for this one's."""
+    values = read_rows(client, ns, manifest, wanted, with_uid=True)
+    if values[-1] != manifest.uid.encode():
+        raise VersionMissing(manifest, values[-1])
+    return values[:-1]
+
+
+def read_rows(
+    client: RedisClient,
+    ns: str,
+    manifest: Manifest,
+    wanted: dict[str, list[str]],
+    with_uid: bool = False,
+) -> list[bytes | None]:
+    """Every row asked, tables in the order given; None where an id has no row. With
+    `with_uid`, the value of the version's uid key follows them."""
     row_keys = [key for t, ids in wanted.items() for key in locate(ns, manifest, t, ids)]
+    ids = [i for table_ids in wanted.values() for i in table_ids]
+    if with_uid:
+        row_keys, ids = [*row_keys, keys.uid_key(ns, manifest.version)], [*ids, ""]
     if manifest.row_layout == "keys" or not row_keys:
         return get_many(client, row_keys)
-    ids = [i for table_ids in wanted.values() for i in table_ids]
     if not is_cluster(client):
         return client.eval(GATHER_LUA, len(row_keys), *row_keys, *ids)
     return gather_per_slot(client, row_keys, ids)

@@ -48,7 +48,7 @@ def orphaned_versions(client: RedisClient, ns: str) -> list[str]:
 def delete_version(client: RedisClient, ns: str, version: str) -> int:
     """Unlist and unload first (no one can activate or load it), then the rows."""
     client.zrem(keys.versions_key(ns), version)
-    deleted = int(client.unlink(keys.manifest_key(ns, version)))
+    deleted = int(client.unlink(keys.manifest_key(ns, version), keys.uid_key(ns, version)))
     batch: list[bytes] = []
     for key in client.scan_iter(match=keys.version_pattern(ns, version), count=SCAN_COUNT):
         batch.append(key)

@@ -26,6 +26,7 @@ from core.manifest import (
     PROBE_ROWS,
     Manifest,
     TableSpec,
+    new_uid,
     validate_manifest,
 )
 from core.redis_conn import RedisClient, is_cluster
@@ -48,7 +49,31 @@ ROUND_TRIP_ROWS = 20_000
 
 
 def next_version(client: RedisClient, ns: str) -> str:
-    return f"v{client.incr(keys.sequence_key(ns))}"
+    """v1, v2, ...: the counter in Redis. When it is gone (a new namespace, or a Redis that
+    lost its data) it restarts after the highest vN the registry still lists. A name may so
+    come back after a loss; replicas tell bundles apart by the manifest's uid, never by name."""
+    counter = keys.sequence_key(ns)
+    if not client.exists(counter):
+        listed = numbered_versions(client, ns)
+        if client.set(counter, max(listed, default=0), nx=True):
+            log.warning(
+                "the registry %s:* had no version counter (new, or Redis lost its data); "
+                "numbering starts after v%d, the highest version it lists",
+                ns,
+                max(listed, default=0),
+            )
+    return f"v{client.incr(counter)}"
+
+
+def numbered_versions(client: RedisClient, ns: str) -> list[int]:
+    """The N of every vN listed as published, active or previous."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zrange(keys.versions_key(ns), 0, -1)
+    pipe.get(keys.active_key(ns))
+    pipe.get(keys.previous_key(ns))
+    listed, *pointers = pipe.execute()
+    names = [raw.decode() for raw in [*listed, *pointers] if raw]
+    return [int(name[1:]) for name in names if re.fullmatch(r"v\d+", name)]
 
 
 def publish_bundle(
@@ -85,6 +110,7 @@ def publish_bundle(
     verify_version(client, ns, manifest, plans, meta_keys)
     manifest.probe_sha256 = stored_probe_digest(client, ns, manifest)
     renew_lease(client, ns, version)  # a writer that lost its lease may have been collected
+    client.set(keys.uid_key(ns, version), manifest.uid)
     client.set(keys.manifest_key(ns, version), manifest.to_json())
     client.zadd(keys.versions_key(ns), {version: manifest.created_at})
     client.delete(keys.lease_key(ns, version))
@@ -197,6 +223,7 @@ def make_manifest(
         report={name: hashlib.sha256(data).hexdigest() for name, data in bundle.report.items()},
         demo_users=bundle.demo_users,
         demo_items=bundle.demo_items,
+        uid=new_uid(),
     )
     validate_manifest(manifest)
     return manifest

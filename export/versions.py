@@ -32,6 +32,8 @@ def read_manifest(client: RedisClient, ns: str, version: str) -> Manifest:
 def check_complete(client: RedisClient, ns: str, version: str) -> Manifest:
     """The version's manifest, once its probe rows match it; else PublishError."""
     manifest = read_manifest(client, ns, version)
+    if client.get(keys.uid_key(ns, version)) != manifest.uid.encode():
+        raise PublishError(f"{version}: its uid key is missing or names another bundle")
     if stored_probe_digest(client, ns, manifest) != manifest.probe_sha256:
         raise PublishError(f"{version}: probe rows do not match the manifest checksum")
     return manifest

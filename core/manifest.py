@@ -18,6 +18,8 @@ UID_LENGTH = 32  # hex digits of uuid4: 122 random bits
 
 def new_uid() -> str:
     return uuid.uuid4().hex
+
+
 FORMAT = 2  # 2: the feature schema; a format-1 manifest (two fixed id fields) is refused
 BUCKETS_FORMAT = 3  # 2 with rows in hash buckets: a reader that knows only 2 must refuse it
 FORMATS = (FORMAT, BUCKETS_FORMAT)

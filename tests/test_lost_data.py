@@ -63,7 +63,7 @@ def wait_for_bundle(client: httpx.Client, uid: str | None, timeout_s: float = 30
 
 @pytest.mark.parametrize("pubsub", [True, False])
 def test_an_empty_restart_never_answers_200(empty_on_restart, ns, bundle, samples, pubsub):
-    version, uid = publish(empty_on_restart, ns, bundle, samples)
+    version, _ = publish(empty_on_restart, ns, bundle, samples)
     settings = {"redis_timeout_s": TIMEOUT_S, "pubsub": pubsub, "poll_interval_s": POLL_S}
     with service_process(empty_on_restart.url, ns, **settings) as service:
         service.wait_ready(version=version)
@@ -78,7 +78,7 @@ def test_an_empty_restart_never_answers_200(empty_on_restart, ns, bundle, sample
                 after = len(load.records)
                 while len(load.records) < after + 20:
                     time.sleep(0.01)
-            answers = [(status, body) for started, _, status, body in load.records if started > lost]
+            answers = [(code, body) for started, _, code, body in load.records if started > lost]
             assert answers
             inexact = [b for s, b in answers if s == 200 and b["scores"] not in exact]
             assert inexact == [], "a 200 built from rows that were gone"
@@ -87,9 +87,7 @@ def test_an_empty_restart_never_answers_200(empty_on_restart, ns, bundle, sample
             assert client.get("/readyz").json()["ready"] is False
 
 
-def test_a_reused_name_never_mixes_two_bundles(
-    empty_on_restart, ns, bundle, other_bundle, samples
-):
+def test_a_reused_name_never_mixes_two_bundles(empty_on_restart, ns, bundle, other_bundle, samples):
     version, uid = publish(empty_on_restart, ns, bundle, samples)
     settings = {"redis_timeout_s": TIMEOUT_S, "pubsub": False, "poll_interval_s": POLL_S}
     with service_process(empty_on_restart.url, ns, **settings) as old_replica:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -43,6 +44,18 @@ def connect_redis(
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections, **options)
     return redis.Redis.from_url(url, max_connections=max_connections, **options)
+
+
+def redis_address(url: str) -> str:
+    """HOST:PORT of a redis:// or rediss:// URL, never its credentials."""
+    parsed = urlsplit(url)
+    return f"{parsed.hostname or 'localhost'}:{parsed.port or 6379}"
+
+
+def unreachable_message(url: str, error: BaseException) -> str:
+    """One line for an operator: where, what to set, and redis-py's reason."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"cannot reach Redis at {redis_address(url)} (set CTR_REDIS_URL): {reason}"
 
 
 MIN_REDIS_VERSION = (7, 0)  # XINFO GROUPS' lag (the worker's metrics), Lua errors as strings

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 log = logging.getLogger("ctr-export")
@@ -273,6 +274,7 @@ def list_versions_cmd(args: argparse.Namespace) -> None:
     from export.versions import list_versions
 
     listed = list_versions(redis_client(args), args.namespace)
+    say_if_nothing_found(args, listed)
     if args.json:
         print(json.dumps(listed))
         return
@@ -354,6 +356,7 @@ def status(args: argparse.Namespace) -> None:
     from export.canary import status as read_status
 
     found = read_status(redis_client(args), args.namespace)
+    say_if_nothing_found(args, found["active"])
     if args.json:
         print(json.dumps(found))
         return
@@ -455,7 +458,33 @@ def app(argv: list[str] | None = None) -> int:
     except CommandFailed as error:  # the message only: never a traceback's locals
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Exception as error:
+        if not is_redis_error(error):
+            raise
+        from core.redis_conn import unreachable_message
+
+        if args.verbose:
+            traceback.print_exc()
+        url = getattr(args, "redis_url", DEFAULT_URL)
+        print(f"error: {unreachable_message(url, error)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def is_redis_error(error: Exception) -> bool:
+    """redis-py's errors (connection, authentication, timeout, response), cluster ones too;
+    checked by name, so a command that never touched Redis never imports it here."""
+    return type(error).__module__.split(".")[0] == "redis"
+
+
+def say_if_nothing_found(args: argparse.Namespace, found) -> None:
+    """Nothing in the namespace, from an address nobody chose: say where we looked."""
+    if not found and "CTR_REDIS_URL" not in os.environ and args.redis_url == DEFAULT_URL:
+        print(
+            f"note: nothing in namespace {args.namespace!r} at {DEFAULT_URL}, the default "
+            "address; set CTR_REDIS_URL (or --redis-url) to your Redis",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

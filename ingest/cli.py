@@ -16,10 +16,16 @@ import signal
 import sys
 import threading
 
+import redis
 from pydantic import ValidationError
 
 from app.logs import configure_logging
-from core.redis_conn import REDIS_ERRORS, RedisTooOld, require_redis_version
+from core.redis_conn import (
+    REDIS_ERRORS,
+    RedisTooOld,
+    require_redis_version,
+    unreachable_message,
+)
 from ingest.config import IngestSettings
 from ingest.metrics import serve_http
 from ingest.worker import Worker
@@ -41,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         require_redis_version(worker.client)
     except RedisTooOld as error:
         return fail(str(error))
+    except redis.AuthenticationError as error:  # waiting would not fix it
+        return fail(unreachable_message(settings.redis_url, error))
     except REDIS_ERRORS as error:  # checked again once it answers
         log.warning("Redis does not answer yet (%s); waiting for it", type(error).__name__)
     stop = threading.Event()

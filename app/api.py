@@ -56,7 +56,11 @@ class JsonEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state.ctr
-        status, body, headers = await self.handler(state, await read_body(receive))
+        refusal = media_type_refusal(scope)
+        if refusal is not None:  # before the body: a browser's form or text POST does nothing
+            status, body, headers = 415, refusal, {}
+        else:
+            status, body, headers = await self.handler(state, await read_body(receive))
         raw_headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -64,6 +68,21 @@ class JsonEndpoint:
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def media_type_refusal(scope: Scope) -> bytes | None:
+    """The 415 body unless Content-Type is application/json (charset utf-8 at most). Only
+    JSON bodies are read: a cross-site page can send text/plain or a form without asking
+    the browser's CORS preflight, never application/json."""
+    raw = next((v for k, v in scope["headers"] if k == b"content-type"), b"").decode("latin-1")
+    media_type, *params = (part.strip().lower() for part in raw.split(";"))
+    charset_ok = all(p.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for p in params)
+    if media_type == "application/json" and charset_ok:
+        return None
+    detail = f"Content-Type must be application/json, not {raw[:100] or 'missing'!r}"
+    return orjson.dumps(
+        {"error": "unsupported_media_type", "detail": detail, "loc": ["header", "content-type"]}
+    )
 
 
 async def read_body(receive: Receive) -> bytes:

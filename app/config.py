@@ -53,3 +53,12 @@ class Settings(StoreSettings):
     batch_wait_ms: float = Field(0.5, ge=0, description="how long a run waits for company")
     poll_interval_s: float = Field(2.0, gt=0, description="active-pointer poll fallback")
     request_timeout_s: float = Field(2.0, gt=0, description="whole-request deadline")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins a browser may call the API from (JSON list); none by default",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="when set, POST /v1/events and GET /v1/versions* need "
+        "'Authorization: Bearer <token>'",
+    )

@@ -22,6 +22,7 @@ from core.schema import FeatureSchema
 UNAVAILABLE = {503: {"model": ErrorResponse, "description": "Redis or the model is unavailable"}}
 REJECTED = {
     413: {"model": ErrorResponse, "description": "the body is over CTR_MAX_BODY_BYTES"},
+    415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
     422: {
         "model": ValidationErrorResponse,
         "description": "a field is malformed, over a limit, or not in the served version's schema",

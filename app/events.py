@@ -21,11 +21,19 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 from typing_extensions import TypedDict
 
-from core.events import BASE_FIELDS, EVENT_ID, ITEM_ID, TIME, USER_ID, add_events, event_fields
+from core.events import (
+    BASE_FIELDS,
+    EVENT_ID,
+    ID_PATTERN,
+    ITEM_ID,
+    TIME,
+    USER_ID,
+    add_events,
+    event_fields,
+)
 from core.redis_conn import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
-ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters
 EXAMPLE = {
     "events": [
         {"user_id": "196", "item_id": "242", "time": 1733059200, "event_id": "e1"},

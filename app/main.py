@@ -5,11 +5,13 @@ uvicorn app.main:app --host 0.0.0.0 --port 8000
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -38,8 +40,9 @@ class ServingApp(FastAPI):
     FastAPI's as before; an unexpected exception reaches uvicorn, which answers 500 and logs
     it, as FastAPI's error middleware would."""
 
-    def __init__(self, max_body_bytes: int, **options) -> None:
+    def __init__(self, max_body_bytes: int, token: str | None = None, **options) -> None:
         super().__init__(**options)
+        self.token = token.encode() if token else None
         self.direct = {
             path: BodySizeLimit(JsonEndpoint(handler), max_bytes=max_body_bytes)
             for path, handler in POST_ROUTES.items()
@@ -48,11 +51,32 @@ class ServingApp(FastAPI):
             self.router.routes.append(Route(path, endpoint, methods=["POST"]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token and scope["type"] == "http" and not authorized(scope, self.token):
+            return await send_json(send, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
         endpoint = self.direct.get(route_path(scope)) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
             return await super().__call__(scope, receive, send)
         scope["app"] = self
         await endpoint(scope, receive, send)
+
+
+TOKEN_ROUTES = ("/v1/events", "/v1/versions")  # writes, and reads of the version registry
+UNAUTHORIZED = b'{"error": "unauthorized", "detail": "Authorization: Bearer <token> required"}'
+
+
+def authorized(scope: Scope, token: bytes) -> bool:
+    """Routes outside TOKEN_ROUTES are open; inside, the bearer token must match."""
+    if scope["method"] == "OPTIONS" or not route_path(scope).startswith(TOKEN_ROUTES):
+        return True
+    given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    return hmac.compare_digest(given, b"Bearer " + token)
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: list) -> None:
+    headers = [(b"content-type", b"application/json"), *headers]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def route_path(scope: Scope) -> str:
@@ -79,13 +103,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.batcher.stop()
             close_state(state)
 
+    token = settings.api_token.get_secret_value() if settings.api_token else None
     app = ServingApp(
-        settings.max_body_bytes, title="DIN CTR serving", version="0.2.0", lifespan=lifespan
+        settings.max_body_bytes,
+        token,
+        title="DIN CTR serving",
+        version="0.2.0",
+        lifespan=lifespan,
     )
     app.include_router(router)
     mount_ui(app)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # the POST routes then go through the stack, for its headers
+        app.direct.clear()
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "authorization"],
+        )
     app.openapi = OpenApiDocument(app, contract_routes(models))
     return app
 

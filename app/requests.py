@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from typing_extensions import TypedDict
 
 from app.config import Settings
+from core.events import ID_PATTERN
 from core.schema import ITEM_ID, FeatureSchema
 
-ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters
 EXAMPLE_REQUEST = {  # field names of the MovieLens example schema
     "user_id": "196",
     "user": {"age": "25-34", "gender": "M", "occupation": "writer"},

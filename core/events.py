@@ -40,7 +40,11 @@ DEFAULT_GROUP = "ctr-ingest"
 MAX_PARTITIONS = keys.MAX_GROUPS
 SIDE_SEPARATOR = "\x1f"  # between an item id and its side fields in a history entry
 _JOIN = b"\x1e"  # joins a whole history to decode it in one pass; never inside an entry
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Unicode's control characters (category Cc: C0, DEL and C1) and the line and paragraph
+# separators, which split a line in logs: no id or value may hold one.
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # as regex escapes: Python, Rust, ECMA
+ID_PATTERN = f"^[^{CONTROL_CHARACTERS}]*$"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _NUMBER = re.compile(r"\d+(\.\d+)?([eE][+-]?\d+)?")
 
 

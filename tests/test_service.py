@@ -164,7 +164,13 @@ def test_cache_serves_repeat_requests(client):
 
 def test_readiness_reports_version_provider_and_redis(client, published):
     body = client.get("/readyz").json()
-    assert body == {"ready": True, "version": published.version, "provider": "cpu", "redis": "ok"}
+    assert body == {
+        "ready": True,
+        "version": published.version,
+        "bundle_uid": published.uid,
+        "provider": "cpu",
+        "redis": "ok",
+    }
     assert client.get("/healthz").status_code == 200
 
 

@@ -61,13 +61,18 @@ class JsonEndpoint:
             status, body, headers = 415, refusal, {}
         else:
             status, body, headers = await self.handler(state, await read_body(receive))
-        raw_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body, headers)
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    """One JSON answer straight to ASGI, `headers` added to the content type and length."""
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def media_type_refusal(scope: Scope) -> bytes | None:

@@ -19,7 +19,7 @@ from app.cache import RowCache
 from core import keys
 from core.events import decode_behaviours
 from core.redis_conn import RedisClient, get_many
-from core.row_store import VersionMissing, read_version_rows
+from core.row_store import check_uid, read_version_rows
 from core.schema import ITEM_ID
 
 
@@ -59,8 +59,7 @@ class RowFetcher:
         if profile:
             pipe.hmget(keys.profile_key(self.ns, user_id), profile)
         uid, *replies = pipe.execute()
-        if uid != bundle.uid.encode():
-            raise VersionMissing(bundle.manifest, uid)
+        check_uid(bundle.manifest, uid)
         items, sides = decode_behaviours(replies[0]) if history is not None else (None, [])
         values = replies[-1] if profile else []
         stored = {k: v.decode() for k, v in zip(profile, values, strict=True) if v is not None}

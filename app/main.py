@@ -15,7 +15,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.api import JsonEndpoint, handle_explain, handle_score, router, validation_failed
+from app.api import (
+    JsonEndpoint,
+    handle_explain,
+    handle_score,
+    router,
+    send_json,
+    validation_failed,
+)
 from app.config import Settings
 from app.contract import OpenApiDocument, contract_routes
 from app.events import handle_events
@@ -52,7 +59,7 @@ class ServingApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.token and scope["type"] == "http" and not authorized(scope, self.token):
-            return await send_json(send, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return await send_json(send, 401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
         endpoint = self.direct.get(route_path(scope)) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
             return await super().__call__(scope, receive, send)
@@ -70,13 +77,6 @@ def authorized(scope: Scope, token: bytes) -> bool:
         return True
     given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
     return hmac.compare_digest(given, b"Bearer " + token)
-
-
-async def send_json(send: Send, status: int, body: bytes, headers: list) -> None:
-    headers = [(b"content-type", b"application/json"), *headers]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def route_path(scope: Scope) -> str:

@@ -20,6 +20,7 @@ from app.metrics import Metrics
 from core import keys
 from core.canary import Canary, end_canary
 from core.redis_conn import REDIS_ERRORS, RedisClient, RedisTooOld, require_redis_version
+from core.row_store import VersionMissing, check_uid
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.2
@@ -152,8 +153,11 @@ class BundleWatcher:
             pipe.get(keys.uid_key(self.ns, bundle.version if bundle else "-"))
         raw, raw_canary, active_uid, canary_uid = pipe.execute()
         for bundle, uid in ((serving.active, active_uid), (serving.canary, canary_uid)):
-            if bundle is not None and uid != bundle.uid.encode():
-                self.drop(bundle, "is gone from Redis" if uid is None else "was replaced in Redis")
+            try:
+                if bundle is not None:
+                    check_uid(bundle.manifest, uid)
+            except VersionMissing as missing:
+                self.drop(bundle, missing.why)
         current = self.holder.current
         version = raw.decode() if raw else None
         if version and not (current and current.version == version):

@@ -70,9 +70,15 @@ def read_version_rows(
     VersionMissing unless it holds the manifest's uid, so rows that are gone are never
     taken for unknown ids, nor another bundle's rows for this one's."""
     values = read_rows(client, ns, manifest, wanted, with_uid=True)
-    if values[-1] != manifest.uid.encode():
-        raise VersionMissing(manifest, values[-1])
-    return values[:-1]
+    check_uid(manifest, values.pop())
+    return values
+
+
+def check_uid(manifest: Manifest, found: bytes | None) -> None:
+    """Raises VersionMissing unless `found`, the value of the version's uid key, is the
+    manifest's uid: the one comparison every reader of a served version makes."""
+    if found != manifest.uid.encode():
+        raise VersionMissing(manifest, found)
 
 
 def read_rows(
@@ -85,11 +91,13 @@ def read_rows(
     """Every row asked, tables in the order given; None where an id has no row. With
     `with_uid`, the value of the version's uid key follows them."""
     row_keys = [key for t, ids in wanted.items() for key in locate(ns, manifest, t, ids)]
-    ids = [i for table_ids in wanted.values() for i in table_ids]
     if with_uid:
-        row_keys, ids = [*row_keys, keys.uid_key(ns, manifest.version)], [*ids, ""]
+        row_keys.append(keys.uid_key(ns, manifest.version))
     if manifest.row_layout == "keys" or not row_keys:
         return get_many(client, row_keys)
+    ids = [i for table_ids in wanted.values() for i in table_ids]
+    if with_uid:
+        ids.append("")  # the GATHER_LUA mark of a plain key
     if not is_cluster(client):
         return client.eval(GATHER_LUA, len(row_keys), *row_keys, *ids)
     return gather_per_slot(client, row_keys, ids)

@@ -53,16 +53,17 @@ def next_version(client: RedisClient, ns: str) -> str:
     lost its data) it restarts after the highest vN the registry still lists. A name may so
     come back after a loss; replicas tell bundles apart by the manifest's uid, never by name."""
     counter = keys.sequence_key(ns)
-    if not client.exists(counter):
-        listed = numbered_versions(client, ns)
-        if client.set(counter, max(listed, default=0), nx=True):
-            log.warning(
-                "the registry %s:* had no version counter (new, or Redis lost its data); "
-                "numbering starts after v%d, the highest version it lists",
-                ns,
-                max(listed, default=0),
-            )
-    return f"v{client.incr(counter)}"
+    number = client.incr(counter)
+    if number == 1:  # the counter was not there
+        highest = max(numbered_versions(client, ns), default=0)
+        log.warning(
+            "the registry %s:* had no version counter (new, or Redis lost its data); "
+            "numbering starts after v%d, the highest version it lists",
+            ns,
+            highest,
+        )
+        number = client.incrby(counter, highest) if highest else number
+    return f"v{number}"
 
 
 def numbered_versions(client: RedisClient, ns: str) -> list[int]:
